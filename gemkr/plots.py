@@ -1,0 +1,53 @@
+"""One figure style and byte-stable saving (style guide §7): PNG (dpi 200) + PDF per figure."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+from .artifacts import atomic_write, record_output
+from .paths import figures_dir
+
+
+def set_theme() -> None:
+    """seaborn `paper` context, `whitegrid`, `colorblind` palette; TrueType fonts in PDFs."""
+    import matplotlib as mpl
+    import seaborn as sns
+
+    sns.set_theme(context="paper", style="whitegrid", palette="colorblind")
+    mpl.rcParams.update(
+        {
+            "pdf.fonttype": 42,
+            "ps.fonttype": 42,
+            "figure.dpi": 100,
+            "savefig.bbox": "tight",
+            "svg.hashsalt": "gemkr",
+        }
+    )
+
+
+def save_figure(fig, name: str, profile: str, stage: str | None = None) -> list[Path]:
+    """Save `fig` as ``figures/<profile>/<name>.png`` and ``.pdf``; return both paths.
+
+    Non-`paper` figures carry the profile in a suptitle, so nobody mistakes them for paper results.
+    PDF metadata has no creation date, so the same figure gives the same bytes.
+    """
+    if not name or "/" in name or " " in name or "." in name:
+        raise ValueError(f"figure name {name!r} must be a bare snake_case stem like '06_ablations'")
+    if profile != "paper" and fig._suptitle is None:
+        fig.suptitle(
+            f"profile: {profile} (built-in benchmark, not the paper's numbers)",
+            fontsize=8,
+            color="0.35",
+        )
+    paths = []
+    for ext, kwargs in (
+        ("png", {"dpi": 200, "metadata": {"Software": None}}),
+        ("pdf", {"metadata": {"CreationDate": None, "Producer": None}}),
+    ):
+        buf = io.BytesIO()
+        fig.savefig(buf, format=ext, **kwargs)
+        path = atomic_write(figures_dir(profile) / f"{name}.{ext}", buf.getvalue())
+        record_output(profile, stage or name[:2], path)
+        paths.append(path)
+    return paths

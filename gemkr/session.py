@@ -1,0 +1,128 @@
+"""`setup`: the one call at the top of every notebook (style guide §3).
+
+It validates the profile and overrides, seeds, resolves the device, creates the output folders, sets
+the plot style and prints a banner saying what runs where.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import sys
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from . import artifacts, plots
+from .config import Config, get_config
+from .paths import STAGES, artifacts_dir, figures_dir, results_dir
+from .seed import seed_everything, stage_rng
+
+BANNER_PACKAGES = (
+    "torch",
+    "transformers",
+    "peft",
+    "open_clip_torch",
+    "ultralytics",
+    "pydivsufsort",
+)
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a notebook needs after setup: config, device, generator and its folders."""
+
+    stage: str
+    cfg: Config
+    device: str
+    force: bool
+    rng: Any  # numpy Generator of this stage
+    artifacts: Path
+    results: Path
+    figures: Path
+
+    @property
+    def profile(self) -> str:
+        return self.cfg.profile
+
+    def upstream(self, stage: str) -> Path:
+        """The artifact folder of an earlier stage (its notebook must have run)."""
+        return artifacts_dir(self.profile, stage)
+
+
+def resolve_device(device: str) -> str:
+    """'auto' -> 'cuda' when a GPU is visible, else 'cpu'; anything else is checked."""
+    if device not in ("auto", "cpu") and not device.startswith("cuda"):
+        raise ValueError(f"DEVICE must be 'auto', 'cpu' or 'cuda[:N]', got {device!r}")
+    if device == "cpu":
+        return "cpu"
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if not torch.cuda.is_available():
+        raise RuntimeError(f"DEVICE={device!r} requested but no CUDA GPU is visible; use 'auto'")
+    return device
+
+
+def package_versions(names: tuple[str, ...] = BANNER_PACKAGES) -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def setup(
+    stage: str,
+    profile: str = "smoke",
+    seed: int = 0,
+    device: str = "auto",
+    force: bool = False,
+    overrides: dict | None = None,
+    quiet: bool = False,
+) -> Context:
+    """Seed, build the frozen config, resolve the device, make folders, print a banner."""
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
+    cfg = get_config(profile, seed, **(overrides or {}))
+    logging.basicConfig(
+        level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stdout
+    )
+    seed_everything(cfg.seed)
+    ctx = Context(
+        stage=stage,
+        cfg=cfg,
+        device=resolve_device(device),
+        force=bool(force),
+        rng=stage_rng(cfg.seed, int(stage[:2])),
+        artifacts=artifacts_dir(profile, stage),
+        results=results_dir(profile),
+        figures=figures_dir(profile),
+    )
+    artifacts.clean_stale_temps(ctx.artifacts)
+    plots.set_theme()
+    if not quiet:
+        print(banner(ctx))
+    return ctx
+
+
+def banner(ctx: Context) -> str:
+    git = artifacts.git_state()
+    versions = ", ".join(f"{k} {v}" for k, v in package_versions().items())
+    lines = [
+        f"GeMKR kit · stage {ctx.stage} · profile {ctx.profile} · seed {ctx.cfg.seed} · "
+        f"device {ctx.device}",
+        f"commit {str(git['commit'])[:10]}{' (dirty)' if git['dirty'] else ''} · {versions}",
+        f"artifacts -> {ctx.artifacts}",
+        f"results   -> {ctx.results}",
+        f"figures   -> {ctx.figures}",
+    ]
+    if ctx.profile != "paper":
+        lines.append(
+            "NOTE: built-in benchmark and small models: these are not the paper's results."
+        )
+    return "\n".join(lines)

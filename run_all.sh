@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Regenerate every result of the kit: runs notebooks/01 ... 08 in order with papermill.
+#
+#   ./run_all.sh                       # profile `default` (the CPU reference run, <= 60 min)
+#   ./run_all.sh --profile smoke       # tiny end-to-end check (a few minutes)
+#   ./run_all.sh --from 04             # start at notebook 04 (earlier artifacts must exist)
+#   ./run_all.sh --only 05 -p SEED 1   # one notebook, with a parameter
+#   ./run_all.sh --force               # rerun notebooks even when up to date
+#   ./run_all.sh --dry-run             # say what would run
+#   ./run_all.sh --no-venv             # use the current (conda) interpreter instead of .venv
+#
+# Finished notebooks are stamped (key: notebook, gemkr code, pins, parameters, upstream stamps), so a
+# rerun resumes where it stopped. Executed copies: results/<profile>/executed/; logs: logs/<profile>/;
+# manifest: results/<profile>/manifest.json.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")"
+
+# The explicit run order (never a glob).
+NOTEBOOKS=(01_data_prep 02_detection 03_index 04_training 05_evaluation 06_ablations
+           07_modality_keywords 08_case_studies)
+
+ARGS=()
+BOOT_ARGS=()
+for a in "$@"; do
+  case "$a" in
+    --no-venv) BOOT_ARGS+=(--no-venv) ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    *) ARGS+=("$a") ;;
+  esac
+done
+
+trap 'echo "run_all.sh: stopped (exit $?) — rerun the same command to resume." >&2' ERR
+trap 'echo "run_all.sh: interrupted — rerun the same command to resume." >&2; exit 130' INT
+
+# 1. Validate profile, notebook selection and parameter names before installing or running anything.
+python3 tools/run_all.py --check-only --notebooks "${NOTEBOOKS[@]}" ${ARGS[@]+"${ARGS[@]}"}
+
+# 2. Environment (.venv, pinned packages, Jupyter kernel); a no-op once done.
+source tools/bootstrap.sh ${BOOT_ARGS[@]+"${BOOT_ARGS[@]}"}
+gemkr_bootstrap
+
+export PYTHONHASHSEED=0 MPLBACKEND=Agg SOURCE_DATE_EPOCH=0 HF_HUB_OFFLINE=1 \
+       TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+[[ " ${ARGS[*]-} " == *" smoke "* ]] && export TQDM_DISABLE=1
+export CUBLAS_WORKSPACE_CONFIG=:4096:8
+
+# 3. Run.
+"$GEMKR_PY" tools/run_all.py --notebooks "${NOTEBOOKS[@]}" ${ARGS[@]+"${ARGS[@]}"}

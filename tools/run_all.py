@@ -1,0 +1,247 @@
+"""Driver behind run_all.sh: validate, then execute the notebooks in order with papermill.
+
+Called twice by run_all.sh: first with ``--check-only`` by any python3 (standard library only, so a
+bad profile or parameter name is rejected in about a second, before the environment is installed),
+then by the kit's interpreter to run. See ``./run_all.sh --help``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import subprocess
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # the driver must work before `pip install -e .` has run
+
+from gemkr import artifacts, notebooks  # noqa: E402
+from gemkr.config import PROFILE_NAMES  # noqa: E402
+
+# Per-cell timeout (s): a hung cell fails the run instead of blocking it forever.
+CELL_TIMEOUT = {"smoke": 900, "default": 3600}
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="run_all.sh", description=__doc__.splitlines()[0])
+    ap.add_argument("--profile", default="default", help="smoke | default | small | paper")
+    ap.add_argument("--from", dest="start", metavar="NN", help="start at notebook NN (e.g. 04)")
+    ap.add_argument("--only", metavar="NN", help="run only notebook NN")
+    ap.add_argument("--force", action="store_true", help="rerun notebooks even when up to date")
+    ap.add_argument("--dry-run", action="store_true", help="print what would run, run nothing")
+    ap.add_argument(
+        "-p",
+        dest="params",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("NAME", "VALUE"),
+        help="notebook parameter (repeatable)",
+    )
+    ap.add_argument("--check-only", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--notebooks", nargs="+", default=list(notebooks.NOTEBOOKS), help=argparse.SUPPRESS
+    )
+    return ap.parse_args(argv)
+
+
+def fail(msg: str, code: int = 2) -> None:
+    print(f"run_all: {msg}", file=sys.stderr)
+    sys.exit(code)
+
+
+def select(names: list[str], start: str | None, only: str | None) -> list[str]:
+    """The notebooks to consider, in order; --from / --only take the two-digit prefix."""
+    for flag, nn in (("--from", start), ("--only", only)):
+        if nn is not None and not any(n.startswith(f"{nn}_") for n in names):
+            fail(f"{flag} {nn}: no such notebook; notebooks: {', '.join(n[:2] for n in names)}")
+    if only is not None:
+        return [n for n in names if n.startswith(f"{only}_")]
+    if start is not None:
+        return [n for n in names if n[:2] >= start]
+    return names
+
+
+def plan(args: argparse.Namespace) -> dict[str, dict]:
+    """Validate everything and return {notebook: typed parameters}; exits 2 on any problem."""
+    if args.profile not in PROFILE_NAMES:
+        fail(f"unknown profile {args.profile!r}; choose one of {', '.join(PROFILE_NAMES)}")
+    declared: dict[str, dict] = {}
+    for name in args.notebooks:
+        path = notebooks.notebook_path(name)
+        if not path.exists():
+            fail(f"notebook {path.relative_to(ROOT)} is missing")
+        try:
+            declared[name] = notebooks.read_parameters(path)
+        except ValueError as err:
+            fail(str(err))
+    selected = select(args.notebooks, args.start, args.only)
+    given = {"PROFILE": args.profile}
+    for name, value in args.params:
+        if name == "PROFILE":
+            fail("set the profile with --profile NAME, not -p PROFILE")
+        if not any(name in declared[nb] for nb in selected):
+            known = sorted({p for nb in selected for p in declared[nb]} - {"PROFILE"})
+            fail(
+                f"unknown parameter {name!r}: no selected notebook declares it; "
+                f"declared: {', '.join(known)}"
+            )
+        given[name] = value
+    out = {}
+    for nb in selected:
+        try:
+            out[nb] = {k: declared[nb][k].parse(v) for k, v in given.items() if k in declared[nb]}
+        except ValueError as err:
+            fail(f"{nb}: {err}")
+    return out
+
+
+def stamp_key(previous: str, name: str, params: dict) -> str:
+    """Changes when the notebook, gemkr's code, the pins, the parameters or an upstream key do."""
+    h = hashlib.sha256(previous.encode())
+    for f in (
+        notebooks.notebook_path(name),
+        ROOT / "requirements.txt",
+        ROOT / "requirements-nodeps.txt",
+    ):
+        h.update(f.read_bytes())
+    h.update(artifacts.source_hash().encode())
+    h.update(json.dumps(params, sort_keys=True).encode())
+    return h.hexdigest()
+
+
+def run_notebook(name: str, params: dict, profile: str, log_path: Path) -> tuple[bool, Path]:
+    """Execute one notebook with papermill; tee its output to `log_path`."""
+    out = ROOT / "results" / profile / "executed" / f"{name}.ipynb"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "papermill",
+        str(notebooks.notebook_path(name)),
+        str(out),
+        "-k",
+        "python3",
+        "--cwd",
+        str(ROOT / "notebooks"),
+        "--log-output",
+        "-y",
+        json.dumps(params),
+    ]
+    if profile in CELL_TIMEOUT:
+        cmd += ["--execution-timeout", str(CELL_TIMEOUT[profile])]
+    unknown = False
+    with open(log_path, "w", encoding="utf-8") as log:
+        proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT
+        )
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            sys.stdout.write(line)
+            log.write(line)
+            unknown |= "Passed unknown parameter" in line
+        code = proc.wait()
+    return code == 0 and not unknown, out
+
+
+def write_manifest(profile: str, rows: dict[str, dict], params: dict) -> Path:
+    path = ROOT / "results" / profile / "manifest.json"
+    try:
+        manifest = json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        manifest = {}
+    manifest.update(
+        {
+            "profile": profile,
+            "seed": params.get("SEED", 0),
+            "git": artifacts.git_state(),
+            "python": sys.version.split()[0],
+            "command": "./run_all.sh " + " ".join(sys.argv[1:]),
+            "packages": {
+                d.metadata["Name"]: d.version
+                for d in sorted(
+                    metadata.distributions(), key=lambda d: (d.metadata["Name"] or "").lower()
+                )
+            },
+        }
+    )
+    manifest.setdefault("notebooks", {}).update(rows)
+    return artifacts.write_json(path, manifest)
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    todo = plan(args)
+    if args.check_only:
+        return 0
+    profile = args.profile
+    stamps = ROOT / "artifacts" / profile / "_stamps"
+    logs = ROOT / "logs" / profile
+    stamps.mkdir(parents=True, exist_ok=True)
+    logs.mkdir(parents=True, exist_ok=True)
+    rows: dict[str, dict] = {}
+    previous = profile
+    selected = set(todo)
+    # Keys chain through every notebook, selected or not, so an upstream change reruns downstream.
+    all_params = plan(argparse.Namespace(**{**vars(args), "start": None, "only": None}))
+    for name in args.notebooks:
+        key = stamp_key(previous, name, all_params[name])
+        previous = key
+        if name not in selected:
+            continue
+        stamp = stamps / f"{name}.stamp"
+        if not args.force and stamp.exists() and stamp.read_text().strip() == key:
+            print(f"== {name}: up to date, skipped (use --force to rerun)")
+            rows[name] = {"status": "skipped", "wall_s": 0.0}
+            continue
+        if args.dry_run:
+            print(f"== {name}: would run with {json.dumps(todo[name])}")
+            continue
+        print(f"== {name}: running with {json.dumps(todo[name])}")
+        stamp.unlink(missing_ok=True)  # a half-run notebook never looks finished
+        start = time.perf_counter()
+        log_path = logs / f"{name}.log"
+        try:
+            ok, out = run_notebook(name, todo[name], profile, log_path)
+        except KeyboardInterrupt:
+            rows[name] = {"status": "interrupted", "wall_s": round(time.perf_counter() - start, 1)}
+            write_manifest(profile, rows, todo[name])
+            print(f"\nrun_all: interrupted in {name}; rerun the same command to resume there.")
+            return 130
+        wall = round(time.perf_counter() - start, 1)
+        rows[name] = {
+            "status": "ok" if ok else "failed",
+            "wall_s": wall,
+            "executed": str(out.relative_to(ROOT)),
+            "log": str(log_path.relative_to(ROOT)),
+        }
+        write_manifest(profile, rows, todo[name])
+        if not ok:
+            print_table(rows)
+            print(
+                f"run_all: {name} FAILED after {wall} s.\n  log: {log_path}\n  executed notebook "
+                f"(error banner at the failing cell): {out}\n  fix it and rerun to resume here."
+            )
+            return 1
+        artifacts.atomic_write(stamp, key + "\n")
+    if args.dry_run:
+        return 0
+    if rows:
+        write_manifest(profile, rows, next(iter(todo.values()), {}))
+    print_table(rows)
+    return 0
+
+
+def print_table(rows: dict[str, dict]) -> None:
+    print(f"\n{'notebook':<24}{'status':<13}{'wall time':>10}")
+    for name, row in rows.items():
+        print(f"{name:<24}{row['status']:<13}{row['wall_s']:>9.1f}s")
+    print(f"{'total':<37}{sum(r['wall_s'] for r in rows.values()):>9.1f}s")
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

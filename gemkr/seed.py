@@ -18,7 +18,7 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
     import numpy as np
 
     random.seed(seed)
-    np.random.seed(seed % 2**32)
+    np.random.seed(seed % 2**32)  # noqa: NPY002 (seeds legacy global state used by libraries)
     os.environ.setdefault("PYTHONHASHSEED", "0")
     try:
         import torch

@@ -48,7 +48,11 @@ def test_paper_values_in_presets():
 
 
 def test_import_gemkr_is_light_and_sets_offline_env():
-    code = "import sys, os, gemkr; print(sorted(m for m in ('torch','numpy','pandas') if m in sys.modules)); print(os.environ['HF_HUB_OFFLINE'])"
+    code = (
+        "import sys, os, gemkr\n"
+        "print(sorted(m for m in ('torch', 'numpy', 'pandas') if m in sys.modules))\n"
+        "print(os.environ['HF_HUB_OFFLINE'])"
+    )
     out = subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,

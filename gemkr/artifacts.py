@@ -66,10 +66,17 @@ def write_csv(df: Any, path: str | os.PathLike) -> Path:
 
 
 # ------------------------------------------------------------------------------------ cache keys
-def source_hash() -> str:
-    """sha256 over every ``gemkr/**/*.py`` file (path and bytes): code changes invalidate caches."""
+def source_hash(parts: tuple[str, ...] = ("",)) -> str:
+    """sha256 over the ``gemkr/<part>`` source files (path and bytes; default: all of gemkr).
+
+    A stage passes the parts it depends on, e.g. ``("data", "config.py")``, so that editing the
+    decoder does not invalidate the benchmark.
+    """
     h = hashlib.sha256()
-    for p in sorted((REPO_ROOT / "gemkr").rglob("*.py")):
+    root = REPO_ROOT / "gemkr"
+    files = {p for part in parts for p in ([root / part] if (root / part).is_file()
+                                            else (root / part).rglob("*"))}
+    for p in sorted(f for f in files if f.suffix in (".py", ".csv")):
         h.update(str(p.relative_to(REPO_ROOT)).encode())
         h.update(p.read_bytes())
     return h.hexdigest()
@@ -140,9 +147,10 @@ class StageCache:
                 shutil.rmtree(tmp, ignore_errors=True)
 
 
-def stage_cache(root: Path, name: str, key_parts: tuple, force: bool = False) -> StageCache:
-    """A `StageCache` keyed by `key_parts` plus the gemkr source hash."""
-    return StageCache(root, name, cache_key(*key_parts, source_hash()), force=force)
+def stage_cache(root: Path, name: str, key_parts: tuple, force: bool = False,
+                sources: tuple[str, ...] = ("",)) -> StageCache:
+    """A `StageCache` keyed by `key_parts` plus the hash of the gemkr `sources` it depends on."""
+    return StageCache(root, name, cache_key(*key_parts, source_hash(sources)), force=force)
 
 
 def clean_stale_temps(root: Path) -> int:

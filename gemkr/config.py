@@ -35,6 +35,7 @@ class Config:
         64, "scene side in pixels (224 in default, as the paper's 224x224 input)", "01"
     )
     n_scenes: tuple = _f((24, 8, 8), "number of train / val / test scenes", "01")
+    n_unseen_scenes: int = _f(8, "scenes of the test_unseen split (targets never seen in training)", "01")
     questions_per_scene: int = _f(
         2, "questions generated per scene (different targets/templates)", "01"
     )
@@ -150,6 +151,7 @@ _DEFAULT = dataclasses.replace(
     profile="default",
     image_size=224,
     n_scenes=(4200, 520, 1050),
+    n_unseen_scenes=300,
     questions_per_scene=2,
     n_unseen_objects=30,
     n_objects=None,

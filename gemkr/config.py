@@ -35,7 +35,7 @@ class Config:
         64, "scene side in pixels (224 in default, as the paper's 224x224 input)", "01"
     )
     n_scenes: tuple = _f((24, 8, 8), "number of train / val / test scenes", "01")
-    n_unseen_scenes: int = _f(8, "scenes of the test_unseen split (targets never seen in training)", "01")
+    n_unseen_scenes: int = _f(8, "scenes of the test_unseen split (unseen targets)", "01")
     questions_per_scene: int = _f(
         2, "questions generated per scene (different targets/templates)", "01"
     )

@@ -1,0 +1,423 @@
+"""Corpus index over token ids: the FM-index role of GeMKR's constrained decoding (paper-notes §11).
+
+Why the kit owns this (rather than SEAL's sdsl FM-index, which needs a C++ build and is CC-BY-NC):
+a suffix array over the *forward* token stream answers the same questions. All suffixes that start
+with a prefix p form one contiguous interval [lo, hi) of the suffix array (SA) -- the same interval
+an FM-index's backward search finds -- and inside it the tokens that follow p are already sorted.
+So one pass over the interval yields the allowed next tokens *and* each one's child interval: the
+next decoding step is a lookup, not a search.
+
+Layout per shard: ``text`` (the stream ``[bos] doc [eos] [bos] doc [eos] ...`` in the narrowest
+unsigned dtype), ``sa`` (int32 or int64 suffix array), ``doc_starts`` (offset of each passage), a
+unigram table (SA offset of each token id) and a bigram table (sorted bigram keys ``a*V+b`` with
+their SA offsets) that make the widest intervals O(1). About 6 bytes per token plus the bigrams.
+Shards (``shard_tokens``) never split a passage and answer as one index: continuations are unions,
+counts sums, documents concatenations.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .artifacts import atomic_path, write_json
+
+FORMAT = "gemkr-corpus-index"
+VERSION = 1
+MATERIALIZE = 1 << 15  # intervals up to this wide are scanned with one vectorised gather
+_CHUNK = 1 << 20
+
+
+class IndexError_(ValueError):
+    """A corrupt, truncated or wrong-version index file, or an invalid token id."""
+
+
+@dataclass(frozen=True)
+class State:
+    """A decoding state: the clue's length and its SA interval [lo, hi) in each shard.
+
+    `ended` marks a clue whose last token is EOS: nothing follows it inside a passage.
+    """
+
+    depth: int
+    spans: tuple[tuple[int, int], ...]
+    ended: bool = False
+
+    @property
+    def count(self) -> int:
+        return sum(hi - lo for lo, hi in self.spans)
+
+
+def _token_dtype(vocab_size: int) -> np.dtype:
+    for dt in (np.uint8, np.uint16, np.uint32):
+        if vocab_size <= np.iinfo(dt).max + 1:
+            return np.dtype(dt)
+    raise IndexError_(f"vocabulary of {vocab_size} ids does not fit 32 bits")
+
+
+def suffix_array(text: np.ndarray) -> np.ndarray:
+    """Suffix array of an unsigned integer array (token order = numeric order).
+
+    Calls the libdivsufsort bundled with pydivsufsort directly: the tokens are byte-swapped *in
+    place* to big-endian (so byte order = numeric order), sorted as bytes into one int32 buffer,
+    the even (token-aligned) entries compacted in place and the buffer shrunk. Peak memory is about
+    (itemsize + 4 * itemsize) bytes per token; pydivsufsort's own wrapper copies more.
+    """
+    import pydivsufsort
+
+    if text.dtype == np.uint8:
+        return np.asarray(pydivsufsort.divsufsort(text))
+    size = text.dtype.itemsize
+    n_bytes = text.size * size
+    if n_bytes > np.iinfo(np.int32).max:
+        raise IndexError_(f"{text.size:,} tokens exceed one int32 suffix sort; set shard_tokens "
+                          f"to at most {np.iinfo(np.int32).max // size:,}")
+    lib = pydivsufsort.divsufsort.__globals__["libdivsufsort"]
+    sa = np.empty(n_bytes, dtype=np.int32)
+    text.byteswap(inplace=True)  # now big-endian bytes; swapped back below
+    try:
+        ret = lib.divsufsort(text.view(np.uint8).ctypes.data_as(ctypes.c_void_p),
+                             sa.ctypes.data_as(ctypes.c_void_p), ctypes.c_int32(n_bytes))
+    finally:
+        text.byteswap(inplace=True)
+    if ret:
+        raise RuntimeError(f"libdivsufsort failed with code {ret}")
+    w = 0
+    for start in range(0, n_bytes, _CHUNK):  # in-place compaction; w never passes start
+        chunk = sa[start:start + _CHUNK]
+        keep = chunk[chunk % size == 0] // size
+        sa[w:w + keep.size] = keep
+        w += keep.size
+    sa.resize(text.size, refcheck=False)  # realloc in place: frees the byte-level half
+    return sa
+
+
+class _Shard:
+    """One suffix-array shard; passage ids are global (offset by `doc_offset`)."""
+
+    FILES = ("text", "sa", "doc_starts", "unigram", "bigram_keys", "bigram_starts")
+
+    def __init__(self, arrays: dict[str, np.ndarray], vocab_size: int, doc_offset: int):
+        for name in self.FILES:
+            setattr(self, name, arrays[name])
+        self.V = vocab_size
+        self.doc_offset = doc_offset
+        self.n = int(self.text.size)
+        self.key_dtype = self.bigram_keys.dtype
+
+    @classmethod
+    def build(cls, text: np.ndarray, doc_starts: np.ndarray, vocab_size: int, doc_offset: int):
+        sa = suffix_array(text)
+        counts = np.bincount(text, minlength=vocab_size)
+        unigram = np.zeros(vocab_size + 1, dtype=np.int64)
+        np.cumsum(counts, out=unigram[1:])
+        key_dt = np.uint32 if vocab_size * vocab_size <= 2**32 else np.uint64
+        keys, starts = [], []
+        last = None
+        for s in range(0, sa.size, _CHUNK):  # bigram runs, chunk by chunk (no n-sized temps)
+            pos = sa[s:s + _CHUNK].astype(np.int64)
+            ok = pos + 1 < text.size
+            k = text[pos].astype(key_dt) * key_dt(vocab_size)
+            k[ok] += text[pos[ok] + 1].astype(key_dt)
+            k[~ok] = np.iinfo(key_dt).max  # the final suffix has no bigram
+            change = np.flatnonzero(np.diff(k)) + 1
+            first = np.concatenate([[0], change]) if last is None or k[0] != last else change
+            keys.append(k[first])
+            starts.append(first + s)
+            last = k[-1]
+        keys = np.concatenate(keys)
+        starts = np.concatenate([*starts, [sa.size]]).astype(np.int64)
+        valid = keys != np.iinfo(key_dt).max
+        # keep the end of each valid run: starts[i+1] of the original list
+        ends = starts[1:][valid]
+        arrays = {"text": text, "sa": sa, "doc_starts": doc_starts, "unigram": unigram,
+                  "bigram_keys": keys[valid], "bigram_starts": np.stack([starts[:-1][valid],
+                                                                         ends], axis=1)}
+        return cls(arrays, vocab_size, doc_offset)
+
+    # -------------------------------------------------------------------------- intervals
+    def _next(self, lo: int, hi: int, depth: int) -> np.ndarray:
+        """Token following each suffix in [lo, hi) at offset `depth` (-1 past the end)."""
+        pos = self.sa[lo:hi].astype(np.int64) + depth
+        out = np.full(pos.size, -1, dtype=np.int64)
+        ok = pos < self.n
+        out[ok] = self.text[pos[ok]]
+        return out
+
+    def _tok_at(self, i: int, depth: int) -> int:
+        p = int(self.sa[i]) + depth
+        return int(self.text[p]) if p < self.n else -1
+
+    def _bsearch(self, lo: int, hi: int, depth: int, token: int, right: bool) -> int:
+        """First index in [lo, hi) whose token at `depth` is >= token (> token if `right`)."""
+        while lo < hi:
+            mid = (lo + hi) // 2
+            t = self._tok_at(mid, depth)
+            if t < token or (right and t == token):
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo
+
+    def child(self, span: tuple[int, int], depth: int, token: int) -> tuple[int, int]:
+        """The interval of prefix + [token] inside `span` (empty when absent)."""
+        lo, hi = span
+        if lo >= hi:
+            return (0, 0)
+        if depth == 0:
+            return (int(self.unigram[token]), int(self.unigram[token + 1]))
+        if depth == 1:
+            a = self._tok_at(lo, 0)
+            key = self.key_dtype.type(a * self.V + token)
+            j = int(np.searchsorted(self.bigram_keys, key))
+            if j < self.bigram_keys.size and self.bigram_keys[j] == key:
+                s, e = self.bigram_starts[j]
+                return (int(s), int(e))
+            return (0, 0)
+        if hi - lo <= MATERIALIZE:
+            nxt = self._next(lo, hi, depth)
+            a, b = np.searchsorted(nxt, [token, token + 1])
+            return (lo + int(a), lo + int(b))
+        a = self._bsearch(lo, hi, depth, token, right=False)
+        return (a, self._bsearch(a, hi, depth, token, right=True))
+
+    def continuations(self, span: tuple[int, int], depth: int) -> np.ndarray:
+        """Sorted distinct tokens following the prefix of `span` (int64)."""
+        lo, hi = span
+        if lo >= hi:
+            return np.empty(0, dtype=np.int64)
+        if depth == 0:
+            return np.flatnonzero(np.diff(self.unigram)).astype(np.int64)
+        if depth == 1:
+            a = self._tok_at(lo, 0)
+            dt = self.key_dtype.type
+            i, j = np.searchsorted(self.bigram_keys, [dt(a * self.V), dt((a + 1) * self.V)])
+            return (self.bigram_keys[i:j] % self.key_dtype.type(self.V)).astype(np.int64)
+        if hi - lo <= MATERIALIZE:
+            nxt = self._next(lo, hi, depth)
+            toks = nxt[np.concatenate([[0], np.flatnonzero(np.diff(nxt)) + 1])]
+            return toks[toks >= 0]
+        out, i = [], lo  # gallop over runs: O(distinct * log width)
+        while i < hi:
+            t = self._tok_at(i, depth)
+            if t >= 0:
+                out.append(t)
+            i = self._bsearch(i, hi, depth, t, right=True)
+        return np.asarray(out, dtype=np.int64)
+
+    def doc_ids(self, span: tuple[int, int]) -> np.ndarray:
+        """Sorted distinct (global) passage numbers of the occurrences in `span`."""
+        lo, hi = span
+        if lo >= hi:
+            return np.empty(0, dtype=np.int64)
+        docs = np.searchsorted(self.doc_starts, self.sa[lo:hi], side="right") - 1
+        return np.unique(docs) + self.doc_offset
+
+
+class CorpusIndex:
+    """The knowledge base's token stream, searchable by prefix (see the module docstring).
+
+    A pattern matches inside one stored passage ``[bos] doc [eos]``: it may end with EOS but never
+    runs past it, so shards (which never split a passage) answer exactly like one index. Passages
+    are numbered 0..num_docs-1 in build order; `ids` maps them to the KB's passage ids,
+    which is what `docs` returns.
+    """
+
+    def __init__(self, shards: list[_Shard], header: dict, ids: np.ndarray):
+        self.shards = shards
+        self.header = header
+        self.ids = ids
+        self.eos = int(header["eos"])
+        self.bos = header["bos"]
+        self.vocab_size = int(header["vocab_size"])
+
+    # ----------------------------------------------------------------------------------- build
+    @classmethod
+    def build(cls, docs: Sequence[Sequence[int]], *, eos: int, bos: int | None = None,
+              vocab_size: int | None = None, ids: Sequence[int] | None = None,
+              shard_tokens: int | None = None, progress: bool = True) -> CorpusIndex:
+        """Index `docs` (token-id sequences), each stored as ``[bos] + doc + [eos]``.
+
+        `shard_tokens` caps the tokens per shard (a passage is never split).
+        """
+        if not len(docs):
+            raise IndexError_("cannot index an empty corpus")
+        lengths = np.fromiter((len(d) for d in docs), dtype=np.int64, count=len(docs))
+        if (lengths == 0).any():
+            raise IndexError_(f"passage #{int(np.argmax(lengths == 0))} has no tokens")
+        top = max(int(max(max(d) for d in docs)), eos, bos if bos is not None else 0)
+        vocab_size = int(vocab_size or top + 1)
+        if top >= vocab_size or min(int(min(d)) for d in docs) < 0:
+            raise IndexError_(f"token ids must lie in [0, {vocab_size}); found {top}")
+        dtype = _token_dtype(vocab_size)
+        extra = 1 + (bos is not None)
+        sizes = lengths + extra
+        cap = shard_tokens or int(sizes.sum())
+        if sizes.max() > cap:
+            raise IndexError_(f"a passage of {int(sizes.max())} tokens exceeds shard_tokens={cap}")
+        groups, start, acc = [], 0, 0
+        for i, s in enumerate(sizes.tolist()):
+            if acc + s > cap:
+                groups.append((start, i))
+                start, acc = i, 0
+            acc += s
+        groups.append((start, len(docs)))
+        shards = []
+        for a, b in tqdm(groups, desc="index shards", disable=not progress or len(groups) == 1):
+            starts = np.concatenate([[0], np.cumsum(sizes[a:b])[:-1]]).astype(np.int64)
+            text = np.empty(int(sizes[a:b].sum()), dtype=dtype)
+            for j, d in enumerate(tqdm(docs[a:b], desc="token stream", leave=False,
+                                       disable=not progress)):
+                o = int(starts[j])
+                if bos is not None:
+                    text[o] = bos
+                text[o + extra - 1: o + extra - 1 + len(d)] = d
+                text[o + extra - 1 + len(d)] = eos
+            shards.append(_Shard.build(text, starts, vocab_size, doc_offset=a))
+        header = {"format": FORMAT, "version": VERSION, "eos": int(eos), "bos": bos,
+                  "vocab_size": vocab_size, "dtype": dtype.name, "num_docs": len(docs),
+                  "num_tokens": int(sizes.sum()), "shards": len(shards)}
+        ids_arr = np.arange(len(docs), dtype=np.int64) if ids is None else np.asarray(ids, np.int64)
+        if ids_arr.shape != (len(docs),):
+            raise IndexError_(f"ids has {ids_arr.size} entries for {len(docs)} passages")
+        return cls(shards, header, ids_arr)
+
+    # --------------------------------------------------------------------------------- queries
+    @property
+    def num_docs(self) -> int:
+        return int(self.header["num_docs"])
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.header["num_tokens"])
+
+    def root(self) -> State:
+        """The empty clue: every suffix of every shard."""
+        return State(0, tuple((0, s.n) for s in self.shards))
+
+    def extend(self, state: State, token: int) -> State:
+        """The state of clue + [token] (its count is 0 when that clue occurs nowhere)."""
+        if not 0 <= token < self.vocab_size:
+            raise IndexError_(f"token id {token} outside the vocabulary [0, {self.vocab_size})")
+        if state.ended:  # matches never run past a passage's EOS into the next passage
+            return State(state.depth + 1, tuple((0, 0) for _ in self.shards), True)
+        return State(state.depth + 1, tuple(s.child(sp, state.depth, token)
+                                            for s, sp in zip(self.shards, state.spans,
+                                                             strict=True)),
+                     ended=token == self.eos)
+
+    def state(self, pattern: Sequence[int]) -> State:
+        st = self.root()
+        for t in pattern:
+            st = self.extend(st, int(t))
+            if st.count == 0:
+                break
+        return st
+
+    def allowed(self, state: State) -> np.ndarray:
+        """Sorted distinct tokens t such that clue + [t] occurs (union over shards)."""
+        if state.ended:
+            return np.empty(0, dtype=np.int64)
+        parts = [s.continuations(sp, state.depth) for s, sp in zip(self.shards, state.spans,
+                                                                   strict=True)]
+        parts = [p for p in parts if p.size]
+        if not parts:
+            return np.empty(0, dtype=np.int64)
+        return parts[0] if len(parts) == 1 else np.unique(np.concatenate(parts))
+
+    def state_docs(self, state: State) -> np.ndarray:
+        """Sorted KB passage ids containing the clue."""
+        parts = [s.doc_ids(sp) for s, sp in zip(self.shards, state.spans, strict=True)]
+        return self.ids[np.concatenate(parts)] if parts else np.empty(0, np.int64)
+
+    def is_unique(self, state: State) -> bool:
+        """Does the clue occur in exactly one passage (possibly several times)?"""
+        if state.count == 0:
+            return False
+        if state.count == 1:
+            return True
+        return len(self.state_docs(state)) == 1
+
+    def count(self, pattern: Sequence[int]) -> int:
+        """Occurrences of `pattern` inside passages (the empty pattern: all stored tokens)."""
+        return self.state(pattern).count if len(pattern) else self.num_tokens
+
+    def docs(self, pattern: Sequence[int]) -> np.ndarray:
+        """Sorted KB passage ids whose stored tokens contain `pattern`."""
+        st = self.state(pattern)
+        return np.sort(self.state_docs(st)) if st.depth == len(pattern) else np.empty(0, np.int64)
+
+    def continuations(self, prefix: Sequence[int]) -> np.ndarray:
+        """Sorted distinct token ids t such that prefix + [t] occurs (EOS included where the
+        prefix ends a passage; the empty prefix gives every token that occurs)."""
+        st = self.state(prefix)
+        if st.depth < len(prefix) or st.count == 0:
+            return np.empty(0, dtype=np.int64)
+        return self.allowed(st)
+
+    def nbytes(self) -> int:
+        """Resident bytes of the index arrays."""
+        return sum(getattr(s, f).nbytes for s in self.shards for f in _Shard.FILES) + \
+            self.ids.nbytes
+
+    # ------------------------------------------------------------------------------ save, load
+    def save(self, directory: str | Path) -> Path:
+        """Plain ``.npy`` files plus ``index.json`` (format, version, sizes, sha256 per file),
+        written last so a partly written folder never loads."""
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        files = {}
+        arrays = {"ids.npy": self.ids}
+        for k, s in enumerate(self.shards):
+            arrays |= {f"shard{k}_{f}.npy": getattr(s, f) for f in _Shard.FILES}
+        for name, arr in arrays.items():
+            with atomic_path(d / name) as tmp:
+                with open(tmp, "wb") as fh:
+                    np.save(fh, np.ascontiguousarray(arr))
+            files[name] = {"bytes": (d / name).stat().st_size, "sha256": _sha256(d / name)}
+        write_json(d / "index.json", {**self.header, "files": files,
+                                      "doc_offsets": [s.doc_offset for s in self.shards]})
+        return d
+
+    @classmethod
+    def load(cls, directory: str | Path, mmap: bool = True, verify: bool = True) -> CorpusIndex:
+        """Load a saved index (memory-mapped by default). A missing, truncated or corrupt file,
+        or a different format version, raises `IndexError_` naming it."""
+        d = Path(directory)
+        try:
+            header = json.loads((d / "index.json").read_text())
+        except (FileNotFoundError, json.JSONDecodeError) as err:
+            raise IndexError_(f"{d / 'index.json'} missing or unreadable: rebuild the index "
+                              "(notebook 03 with FORCE=True)") from err
+        if header.get("format") != FORMAT or header.get("version") != VERSION:
+            raise IndexError_(f"{d} holds {header.get('format')} version {header.get('version')}"
+                              f"; this kit reads {FORMAT} version {VERSION}: rebuild the index")
+        arrays = {}
+        for name, info in header["files"].items():
+            p = d / name
+            if not p.exists() or p.stat().st_size != info["bytes"]:
+                raise IndexError_(f"{p} is missing or truncated ({p.stat().st_size if p.exists() else 0}"
+                                  f" of {info['bytes']} bytes): rebuild the index")
+            if verify and _sha256(p) != info["sha256"]:
+                raise IndexError_(f"{p} is corrupt (checksum mismatch): rebuild the index")
+            arrays[name] = np.load(p, mmap_mode="r" if mmap else None)
+        shards = [_Shard({f: arrays[f"shard{k}_{f}.npy"] for f in _Shard.FILES},
+                         header["vocab_size"], off)
+                  for k, off in enumerate(header.pop("doc_offsets"))]
+        header.pop("files")
+        return cls(shards, header, np.asarray(arrays["ids.npy"]))
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -32,7 +32,10 @@ from .artifacts import atomic_path, write_json
 FORMAT = "gemkr-corpus-index"
 VERSION = 1
 MATERIALIZE = 1 << 15  # intervals up to this wide are scanned with one vectorised gather
+WIDE = 1 << 11  # bigram / trigram intervals wider than this get a precomputed child table
+NARROW = 128  # tokens occurring at most this often get no bigram table (scanned instead)
 _CHUNK = 1 << 20
+_RUN_CHUNK = 1 << 18
 
 
 class IndexError_(ValueError):
@@ -90,8 +93,8 @@ def suffix_array(text: np.ndarray) -> np.ndarray:
     if ret:
         raise RuntimeError(f"libdivsufsort failed with code {ret}")
     w = 0
-    for start in range(0, n_bytes, _CHUNK):  # in-place compaction; w never passes start
-        chunk = sa[start:start + _CHUNK]
+    for start in range(0, n_bytes, _RUN_CHUNK):  # in-place compaction; w never passes start
+        chunk = sa[start:start + _RUN_CHUNK]
         keep = chunk[chunk % size == 0] // size
         sa[w:w + keep.size] = keep
         w += keep.size
@@ -99,48 +102,121 @@ def suffix_array(text: np.ndarray) -> np.ndarray:
     return sa
 
 
+def _runs(text: np.ndarray, sa: np.ndarray, lo: int, hi: int, depths: tuple[int, ...],
+          keep=None) -> tuple[np.ndarray, ...]:
+    """Maximal runs in SA[lo:hi] of equal tokens at `depths`: the tokens at each depth (in the
+    text's dtype) and the SA start of every run (uint32 or int64), for the runs where
+    ``keep(columns)`` holds (default: every token present, i.e. no suffix ending early).
+
+    Chunked, filtered per chunk and stored narrow, so the build never holds an n-sized int64
+    temporary (peak build memory is a benchmark target)."""
+    pos_dt = np.uint32 if sa.size < 2**32 else np.int64
+    toks: list[list[np.ndarray]] = [[] for _ in depths]
+    starts, prev = [], None
+    for s in range(lo, hi, _RUN_CHUNK):
+        pos = sa[s:min(s + _RUN_CHUNK, hi)].astype(np.int64)
+        cols = []
+        for d in depths:  # -1 where the suffix ends before depth d
+            col = np.full(pos.size, -1, dtype=np.int64)
+            ok = pos + d < text.size
+            col[ok] = text[pos[ok] + d]
+            cols.append(col)
+        change = np.zeros(pos.size, dtype=bool)
+        for col in cols:
+            change[1:] |= col[1:] != col[:-1]
+        change[0] = prev is None or any(c[0] != p for c, p in zip(cols, prev, strict=True))
+        first = np.flatnonzero(change)
+        run_cols = [c[first] for c in cols]
+        mask = keep(run_cols) if keep else np.logical_and.reduce([c >= 0 for c in run_cols])
+        for t, col in zip(toks, run_cols, strict=True):
+            t.append(col[mask].astype(text.dtype))
+        starts.append((first[mask] + s).astype(pos_dt))
+        prev = [c[-1] for c in cols]
+    out = []
+    for parts, dt in [*((t, text.dtype) for t in toks), (starts, pos_dt)]:
+        out.append(np.concatenate(parts) if parts else np.empty(0, dt))
+        parts.clear()  # free the chunks before concatenating the next column
+    return tuple(out)
+
+
+def _run_ends(starts: np.ndarray, off: np.ndarray, parent_hi: np.ndarray) -> np.ndarray:
+    """End of each run: the next run's start within its parent, else the parent's end.
+
+    `off` (len = parents + 1) delimits each parent's runs; `parent_hi[p]` is parent p's end."""
+    ends = np.empty_like(starts)  # same (narrow) dtype as the starts: no int64 copies
+    ends[:-1] = starts[1:]
+    counts = np.diff(off)
+    last = off[1:][counts > 0] - 1
+    ends[last] = np.asarray(parent_hi)[counts > 0]
+    return ends
+
+
+def _level(text, sa, los, his, depth, pos_dt) -> dict[str, np.ndarray]:
+    """Child table of the parent intervals [los, his): the runs of tokens at `depth`."""
+    nxt, st, off = [], [], [0]
+    for lo, hi in zip(los.tolist(), his.tolist(), strict=True):
+        t, s = _runs(text, sa, lo, hi, (depth,))  # a suffix ending inside has no child
+        nxt.append(t)
+        st.append(s)
+        off.append(off[-1] + t.size)
+
+    def cat(xs, dt):
+        return np.concatenate(xs).astype(dt) if xs else np.empty(0, dt)
+
+    return {"lo": np.asarray(los, np.int64), "hi": np.asarray(his, np.int64),
+            "off": np.asarray(off, np.int64), "next": cat(nxt, text.dtype),
+            "start": cat(st, pos_dt)}
+
+
 class _Shard:
-    """One suffix-array shard; passage ids are global (offset by `doc_offset`)."""
+    """One suffix-array shard; passage ids are global (offset by `doc_offset`).
 
-    FILES = ("text", "sa", "doc_starts", "unigram", "bigram_keys", "bigram_starts")
+    Child tables make wide intervals O(1): level 1 lists, for every token a, the runs (b, SA start)
+    of the bigrams a b; level 2 does the same for the trigrams of every bigram whose interval is
+    wider than `WIDE`. Each run ends where the next run of the same parent starts, or at the
+    parent's end. Bigrams starting with EOS are never stored: nothing follows EOS in a passage.
+    """
 
-    def __init__(self, arrays: dict[str, np.ndarray], vocab_size: int, doc_offset: int):
+    FILES = ("text", "sa", "doc_starts", "unigram", "l1_off", "l1_next", "l1_start",
+             *(f"l{d}_{f}" for d in (2, 3) for f in ("lo", "hi", "off", "next", "start")))
+
+    def __init__(self, arrays: dict[str, np.ndarray], vocab_size: int, doc_offset: int, eos: int):
         for name in self.FILES:
             setattr(self, name, arrays[name])
         self.V = vocab_size
+        self.eos = eos
         self.doc_offset = doc_offset
         self.n = int(self.text.size)
-        self.key_dtype = self.bigram_keys.dtype
+        self.occurring = np.flatnonzero(np.diff(self.unigram)).astype(np.int64)
 
     @classmethod
-    def build(cls, text: np.ndarray, doc_starts: np.ndarray, vocab_size: int, doc_offset: int):
+    def build(cls, text: np.ndarray, doc_starts: np.ndarray, vocab_size: int, doc_offset: int,
+              eos: int):
         sa = suffix_array(text)
-        counts = np.bincount(text, minlength=vocab_size)
+        counts = np.zeros(vocab_size, dtype=np.int64)
+        for s in range(0, text.size, _CHUNK):  # bincount casts to int64: chunk it
+            counts += np.bincount(text[s:s + _CHUNK], minlength=vocab_size)
         unigram = np.zeros(vocab_size + 1, dtype=np.int64)
         np.cumsum(counts, out=unigram[1:])
-        key_dt = np.uint32 if vocab_size * vocab_size <= 2**32 else np.uint64
-        keys, starts = [], []
-        last = None
-        for s in range(0, sa.size, _CHUNK):  # bigram runs, chunk by chunk (no n-sized temps)
-            pos = sa[s:s + _CHUNK].astype(np.int64)
-            ok = pos + 1 < text.size
-            k = text[pos].astype(key_dt) * key_dt(vocab_size)
-            k[ok] += text[pos[ok] + 1].astype(key_dt)
-            k[~ok] = np.iinfo(key_dt).max  # the final suffix has no bigram
-            change = np.flatnonzero(np.diff(k)) + 1
-            first = np.concatenate([[0], change]) if last is None or k[0] != last else change
-            keys.append(k[first])
-            starts.append(first + s)
-            last = k[-1]
-        keys = np.concatenate(keys)
-        starts = np.concatenate([*starts, [sa.size]]).astype(np.int64)
-        valid = keys != np.iinfo(key_dt).max
-        # keep the end of each valid run: starts[i+1] of the original list
-        ends = starts[1:][valid]
-        arrays = {"text": text, "sa": sa, "doc_starts": doc_starts, "unigram": unigram,
-                  "bigram_keys": keys[valid], "bigram_starts": np.stack([starts[:-1][valid],
-                                                                         ends], axis=1)}
-        return cls(arrays, vocab_size, doc_offset)
+        pos_dt = np.uint32 if text.size < 2**32 else np.int64
+        # level 1 only for tokens wider than NARROW (narrow ones are scanned in microseconds)
+        wide_tok = np.diff(unigram) > NARROW
+        wide_tok[eos] = False
+        tok0, tok1, start = _runs(text, sa, 0, sa.size, (0, 1),
+                                  keep=lambda c: wide_tok[c[0]] & (c[1] >= 0))
+        off = np.searchsorted(tok0, np.arange(vocab_size + 1, dtype=np.int64)).astype(np.int64)
+        del tok0
+        arrays = {"text": text, "sa": sa, "doc_starts": doc_starts.astype(pos_dt),
+                  "unigram": unigram, "l1_off": off, "l1_next": tok1, "l1_start": start}
+        los, his = start, _run_ends(start, off, unigram[1:])
+        for d in (2, 3):  # levels 2-3: child runs of every wider-than-WIDE parent run
+            wide = np.flatnonzero((his - los) > WIDE)
+            level = _level(text, sa, los[wide].astype(np.int64), his[wide].astype(np.int64), d,
+                           pos_dt)
+            arrays |= {f"l{d}_{k}": v for k, v in level.items()}
+            los = level["start"]
+            his = _run_ends(los, level["off"], level["hi"].astype(los.dtype))
+        return cls(arrays, vocab_size, doc_offset, eos)
 
     # -------------------------------------------------------------------------- intervals
     def _next(self, lo: int, hi: int, depth: int) -> np.ndarray:
@@ -166,6 +242,23 @@ class _Shard:
                 hi = mid
         return lo
 
+    def _table(self, span: tuple[int, int], depth: int):
+        """(next tokens, run starts, parent end) of a precomputed child table, or None."""
+        lo, hi = span
+        if depth == 1 and hi - lo > NARROW:
+            a = self._tok_at(lo, 0)
+            i, j = int(self.l1_off[a]), int(self.l1_off[a + 1])
+            return self.l1_next[i:j], self.l1_start[i:j], hi
+        if depth in (2, 3) and hi - lo > WIDE:
+            los = getattr(self, f"l{depth}_lo")
+            k = int(np.searchsorted(los, lo))
+            if k < los.size and los[k] == lo:
+                off = getattr(self, f"l{depth}_off")
+                i, j = int(off[k]), int(off[k + 1])
+                return (getattr(self, f"l{depth}_next")[i:j],
+                        getattr(self, f"l{depth}_start")[i:j], hi)
+        return None
+
     def child(self, span: tuple[int, int], depth: int, token: int) -> tuple[int, int]:
         """The interval of prefix + [token] inside `span` (empty when absent)."""
         lo, hi = span
@@ -173,14 +266,13 @@ class _Shard:
             return (0, 0)
         if depth == 0:
             return (int(self.unigram[token]), int(self.unigram[token + 1]))
-        if depth == 1:
-            a = self._tok_at(lo, 0)
-            key = self.key_dtype.type(a * self.V + token)
-            j = int(np.searchsorted(self.bigram_keys, key))
-            if j < self.bigram_keys.size and self.bigram_keys[j] == key:
-                s, e = self.bigram_starts[j]
-                return (int(s), int(e))
-            return (0, 0)
+        table = self._table(span, depth)
+        if table is not None:
+            nxt, starts, end = table
+            k = int(np.searchsorted(nxt, nxt.dtype.type(token)))
+            if k == nxt.size or nxt[k] != token:
+                return (0, 0)
+            return (int(starts[k]), int(starts[k + 1]) if k + 1 < nxt.size else end)
         if hi - lo <= MATERIALIZE:
             nxt = self._next(lo, hi, depth)
             a, b = np.searchsorted(nxt, [token, token + 1])
@@ -194,12 +286,10 @@ class _Shard:
         if lo >= hi:
             return np.empty(0, dtype=np.int64)
         if depth == 0:
-            return np.flatnonzero(np.diff(self.unigram)).astype(np.int64)
-        if depth == 1:
-            a = self._tok_at(lo, 0)
-            dt = self.key_dtype.type
-            i, j = np.searchsorted(self.bigram_keys, [dt(a * self.V), dt((a + 1) * self.V)])
-            return (self.bigram_keys[i:j] % self.key_dtype.type(self.V)).astype(np.int64)
+            return self.occurring
+        table = self._table(span, depth)
+        if table is not None:
+            return table[0].astype(np.int64)
         if hi - lo <= MATERIALIZE:
             nxt = self._next(lo, hi, depth)
             toks = nxt[np.concatenate([[0], np.flatnonzero(np.diff(nxt)) + 1])]
@@ -252,11 +342,6 @@ class CorpusIndex:
         lengths = np.fromiter((len(d) for d in docs), dtype=np.int64, count=len(docs))
         if (lengths == 0).any():
             raise IndexError_(f"passage #{int(np.argmax(lengths == 0))} has no tokens")
-        top = max(int(max(max(d) for d in docs)), eos, bos if bos is not None else 0)
-        vocab_size = int(vocab_size or top + 1)
-        if top >= vocab_size or min(int(min(d)) for d in docs) < 0:
-            raise IndexError_(f"token ids must lie in [0, {vocab_size}); found {top}")
-        dtype = _token_dtype(vocab_size)
         extra = 1 + (bos is not None)
         sizes = lengths + extra
         cap = shard_tokens or int(sizes.sum())
@@ -269,18 +354,30 @@ class CorpusIndex:
                 start, acc = i, 0
             acc += s
         groups.append((start, len(docs)))
+        head = np.array([bos] if bos is not None else [], dtype=np.int64)
+        tail = np.array([eos], dtype=np.int64)
+
+        def pieces(a: int, b: int):  # [bos] doc [eos] ... as int64, ~64K passages per C call
+            for c in range(a, b, 1 << 13):
+                yield np.concatenate([x for d in docs[c:min(c + (1 << 13), b)]
+                                      for x in (head, d, tail)]).astype(np.int64, copy=False)
+
+        if vocab_size is None:
+            vocab_size = max(int(p.max()) for p in pieces(0, len(docs))) + 1
+        dtype = _token_dtype(vocab_size)
         shards = []
-        for a, b in tqdm(groups, desc="index shards", disable=not progress or len(groups) == 1):
-            starts = np.concatenate([[0], np.cumsum(sizes[a:b])[:-1]]).astype(np.int64)
+        for a, b in tqdm(groups, desc="index shards", disable=not progress):
             text = np.empty(int(sizes[a:b].sum()), dtype=dtype)
-            for j, d in enumerate(tqdm(docs[a:b], desc="token stream", leave=False,
-                                       disable=not progress)):
-                o = int(starts[j])
-                if bos is not None:
-                    text[o] = bos
-                text[o + extra - 1: o + extra - 1 + len(d)] = d
-                text[o + extra - 1 + len(d)] = eos
-            shards.append(_Shard.build(text, starts, vocab_size, doc_offset=a))
+            o = 0
+            for piece in pieces(a, b):  # validate, then narrow: no n-sized int64 stream
+                if piece.min() < 0 or piece.max() >= vocab_size:
+                    bad = int(piece[(piece < 0) | (piece >= vocab_size)][0])
+                    raise IndexError_(f"token ids must lie in [0, {vocab_size}); found {bad}")
+                text[o:o + piece.size] = piece
+                o += piece.size
+            del piece
+            starts = np.concatenate([[0], np.cumsum(sizes[a:b])[:-1]]).astype(np.int64)
+            shards.append(_Shard.build(text, starts, vocab_size, doc_offset=a, eos=eos))
         header = {"format": FORMAT, "version": VERSION, "eos": int(eos), "bos": bos,
                   "vocab_size": vocab_size, "dtype": dtype.name, "num_docs": len(docs),
                   "num_tokens": int(sizes.sum()), "shards": len(shards)}
@@ -402,14 +499,15 @@ class CorpusIndex:
         arrays = {}
         for name, info in header["files"].items():
             p = d / name
-            if not p.exists() or p.stat().st_size != info["bytes"]:
-                raise IndexError_(f"{p} is missing or truncated ({p.stat().st_size if p.exists() else 0}"
-                                  f" of {info['bytes']} bytes): rebuild the index")
+            have = p.stat().st_size if p.exists() else 0
+            if have != info["bytes"]:
+                raise IndexError_(f"{p} is missing or truncated ({have} of {info['bytes']} "
+                                  "bytes): rebuild the index")
             if verify and _sha256(p) != info["sha256"]:
                 raise IndexError_(f"{p} is corrupt (checksum mismatch): rebuild the index")
             arrays[name] = np.load(p, mmap_mode="r" if mmap else None)
         shards = [_Shard({f: arrays[f"shard{k}_{f}.npy"] for f in _Shard.FILES},
-                         header["vocab_size"], off)
+                         header["vocab_size"], off, header["eos"])
                   for k, off in enumerate(header.pop("doc_offsets"))]
         header.pop("files")
         return cls(shards, header, np.asarray(arrays["ids.npy"]))

@@ -70,13 +70,18 @@ def test_matches_brute_force(docs, seed, with_bos, shard):
     _check(idx, brute, _patterns(brute, np.random.default_rng(seed), 40))
 
 
-def test_wide_intervals_use_gallop_and_agree(monkeypatch):
-    """Force the binary-search / gallop path for every interval and compare again."""
+@pytest.mark.parametrize("materialize, wide, narrow",
+                         [(0, 1 << 11, 128), (1 << 15, 0, 0), (0, 0, 1 << 20), (8, 4, 2)])
+def test_every_interval_path_agrees(monkeypatch, materialize, wide, narrow):
+    """Force the gallop path (MATERIALIZE=0), child tables for every parent (WIDE=0, NARROW=0)
+    or none at level 1 (NARROW huge), and compare with brute force each time."""
     rng = np.random.default_rng(3)
     docs = [rng.integers(3, 6, size=rng.integers(2, 30)).tolist() for _ in range(300)]
     brute = Brute(docs, 2, 1)
     patterns = _patterns(brute, rng, 150)
-    monkeypatch.setattr(index_mod, "MATERIALIZE", 0)
+    monkeypatch.setattr(index_mod, "MATERIALIZE", materialize)
+    monkeypatch.setattr(index_mod, "WIDE", wide)
+    monkeypatch.setattr(index_mod, "NARROW", narrow)
     _check(CorpusIndex.build(docs, eos=2, bos=1, vocab_size=40, progress=False), brute, patterns)
 
 

@@ -208,7 +208,7 @@ def _finalize(index: CorpusIndex, groups: list[_Group], beams: list[_Beam], dcfg
                     grp.add(beam.tokens, beam.score, beam.state)
     hyps = sorted((h for grp in groups for h in grp.hyps), key=lambda h: -h[0])
     clues = []
-    for score, tokens, state in hyps[: dcfg.num_beams]:
+    for score, tokens, _ in hyps[: dcfg.num_beams]:
         # EOS before the cap was chosen where the clue ends a passage: it anchors there; the
         # EOS forced at the cap is dropped (official code's cut at the last EOS)
         anchored = tokens[-1] == eos and len(tokens) <= dcfg.max_clue_tokens

@@ -175,3 +175,14 @@ def test_build_rejects_bad_input():
         CorpusIndex.build([[3], []], eos=2)
     with pytest.raises(IndexError_, match=r"\[0, 10\)"):
         CorpusIndex.build([[3, 12]], eos=2, vocab_size=10)
+
+
+def test_passage_tokens_and_numbers():
+    docs = [[5, 6, 7], [8], [9, 10]]
+    for shard in (None, 5):
+        idx = CorpusIndex.build(docs, eos=2, bos=1, ids=[30, 10, 20], vocab_size=16,
+                                shard_tokens=shard, progress=False)
+        assert [idx.passage_tokens(i).tolist() for i in range(3)] == docs
+        assert idx.number_of(20) == 2
+        with pytest.raises(IndexError_, match="passage id 99"):
+            idx.number_of(99)

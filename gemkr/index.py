@@ -346,6 +346,7 @@ class CorpusIndex:
             raise IndexError_(f"passage #{int(np.argmax(lengths == 0))} has no tokens")
         extra = 1 + (bos is not None)
         sizes = lengths + extra
+        del lengths
         cap = shard_tokens or int(sizes.sum())
         if sizes.max() > cap:
             raise IndexError_(f"a passage of {int(sizes.max())} tokens exceeds shard_tokens={cap}")
@@ -378,7 +379,8 @@ class CorpusIndex:
                 text[o:o + piece.size] = piece
                 o += piece.size
             del piece
-            starts = np.concatenate([[0], np.cumsum(sizes[a:b])[:-1]]).astype(np.int64)
+            starts = np.zeros(b - a, dtype=np.uint32 if text.size < 2**32 else np.int64)
+            np.cumsum(sizes[a:b - 1], out=starts[1:])
             shards.append(_Shard.build(text, starts, vocab_size, doc_offset=a, eos=eos))
         header = {"format": FORMAT, "version": VERSION, "eos": int(eos), "bos": bos,
                   "vocab_size": vocab_size, "dtype": dtype.name, "num_docs": len(docs),

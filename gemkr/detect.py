@@ -1,0 +1,171 @@
+"""Object detection with ultralytics YOLO (paper-notes §3): boxes, crops and captions per image.
+
+GeMKR's object-aware prefix reads the CLS features of detected objects, and the question it gets
+carries a caption. No pretrained YOLO weights exist offline, so CPU profiles train YOLOv8n from its
+model YAML (random init) on the benchmark's train/val scenes; `paper` loads a user's weights file.
+
+Offline guarantees (checked by a test with the network blocked): ``YOLO_OFFLINE=1`` (no online
+checks or downloads; ultralytics falls back to no font for plot labels), ``YOLO_CONFIG_DIR`` inside
+``artifacts/`` (ultralytics keeps a settings file there, not in the user's home), runs written under
+the stage's artifact folder, AMP off (its check downloads weights; on CPU it is unused anyway).
+
+Order matters (trap T3): detections are sorted by confidence, so the first two become the LLM's
+object tokens. Oracle boxes (exact scene boxes) are ordered by area, largest first.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from .paths import REPO_ROOT
+
+DET_COLUMNS = ["scene_id", "rank", "obj", "label", "score", "x0", "y0", "x1", "y1"]
+
+
+def _offline_ultralytics() -> None:
+    """Environment for ultralytics, set before it is imported."""
+    os.environ["YOLO_OFFLINE"] = "1"
+    cfg_dir = REPO_ROOT / "artifacts" / "ultralytics"
+    cfg_dir.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("YOLO_CONFIG_DIR", str(cfg_dir))
+    os.environ.setdefault("YOLO_VERBOSE", "False")
+
+
+def export_dataset(bench, out: Path, splits: tuple[str, ...] = ("train", "val", "test")) -> Path:
+    """Write the scenes of `splits` in the ultralytics format; returns the ``data.yaml`` path.
+
+    ``images/<split>/`` holds links to the benchmark's PNGs (copies where links are impossible),
+    ``labels/<split>/`` one ``class cx cy w h`` line per box (normalised); class = object row.
+    """
+    out = Path(out)
+    objects = bench.objects
+    for split in splits:
+        (out / "images" / split).mkdir(parents=True, exist_ok=True)
+        (out / "labels" / split).mkdir(parents=True, exist_ok=True)
+        for row in bench.scenes[bench.scenes["split"] == split].itertuples():
+            src = Path(row.image_path)
+            dst = out / "images" / split / src.name
+            if not dst.exists():
+                try:
+                    dst.symlink_to(src)
+                except OSError:
+                    dst.write_bytes(src.read_bytes())
+            w = h = _image_side(src)
+            lines = [f"{o} {(b[0] + b[2]) / 2 / w:.6f} {(b[1] + b[3]) / 2 / h:.6f} "
+                     f"{(b[2] - b[0]) / w:.6f} {(b[3] - b[1]) / h:.6f}"
+                     for o, b in zip(row.objs, row.boxes, strict=True)]
+            (out / "labels" / split / f"{src.stem}.txt").write_text("\n".join(lines) + "\n")
+    data = {"path": str(out), **{s: f"images/{s}" for s in splits},
+            "names": {int(i): str(n) for i, n in zip(objects.index, objects["name"],
+                                                       strict=True)}}
+    path = out / "data.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def _image_side(path: Path) -> int:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return im.size[0]
+
+
+def train_yolo(data_yaml: Path, out: Path, *, epochs: int, imgsz: int, seed: int,
+               device: str = "cpu", model_yaml: str = "yolov8n.yaml") -> tuple[Path, pd.DataFrame]:
+    """Train YOLO from its model YAML (random init); returns best weights and per-epoch log."""
+    _offline_ultralytics()
+    from ultralytics import YOLO
+
+    model = YOLO(model_yaml)  # architecture only: no weights, nothing downloaded
+    model.train(data=str(data_yaml), epochs=epochs, imgsz=imgsz, device=device, seed=seed,
+                deterministic=True, project=str(out), name="train", exist_ok=True,
+                pretrained=False, amp=False, workers=0, plots=False, verbose=False,
+                val=True, batch=32, cache=True, patience=max(epochs, 1))
+    run = Path(out) / "train"
+    log = pd.read_csv(run / "results.csv")
+    log.columns = [c.strip() for c in log.columns]
+    weights = run / "weights" / "best.pt"
+    if not weights.exists():
+        weights = run / "weights" / "last.pt"
+    return weights, log
+
+
+def load_yolo(weights: str | os.PathLike):
+    """A YOLO model from a local weights file (`paper`: the user's); a missing file is named."""
+    _offline_ultralytics()
+    if not Path(weights).is_file():
+        raise FileNotFoundError(f"YOLO weights {weights} not found: train one in notebook 02 or "
+                                "set `yolo_weights` to a local ultralytics .pt file")
+    from ultralytics import YOLO
+
+    return YOLO(str(weights))
+
+
+def predict(model, bench, *, imgsz: int, max_det: int = 10, conf: float = 0.25,
+            batch: int = 64) -> tuple[pd.DataFrame, float]:
+    """Detections of every scene, ranked by confidence (at most `max_det` per image), and the
+    mean detection time per image in milliseconds."""
+    names = bench.objects["name"].tolist()
+    rows = []
+    paths = bench.scenes["image_path"].tolist()
+    ids = bench.scenes["scene_id"].tolist()
+    start = time.perf_counter()
+    for s in range(0, len(paths), batch):
+        results = model.predict(paths[s:s + batch], imgsz=imgsz, conf=conf, max_det=max_det,
+                                device="cpu", verbose=False)
+        for sid, res in zip(ids[s:s + batch], results, strict=True):
+            boxes = res.boxes
+            order = np.argsort(-boxes.conf.numpy(), kind="stable")[:max_det]
+            for rank, k in enumerate(order):
+                obj = int(boxes.cls[k])
+                x0, y0, x1, y1 = boxes.xyxy[k].tolist()
+                rows.append((sid, rank, obj, names[obj], float(boxes.conf[k]), x0, y0, x1, y1))
+    per_image = (time.perf_counter() - start) / max(len(paths), 1) * 1e3
+    return pd.DataFrame(rows, columns=DET_COLUMNS), per_image
+
+
+def oracle_detections(bench, max_det: int = 10) -> pd.DataFrame:
+    """The scenes' exact boxes as detections (score 1), largest box first."""
+    names = bench.objects["name"].tolist()
+    rows = []
+    for row in bench.scenes.itertuples():
+        boxes = [list(b) for b in row.boxes]
+        order = sorted(range(len(boxes)), key=lambda i: -(boxes[i][2] - boxes[i][0]) *
+                       (boxes[i][3] - boxes[i][1]))[:max_det]
+        for rank, i in enumerate(order):
+            o = int(row.objs[i])
+            rows.append((row.scene_id, rank, o, names[o], 1.0, *map(float, boxes[i])))
+    return pd.DataFrame(rows, columns=DET_COLUMNS)
+
+
+def caption(labels: list[str]) -> str:
+    """"a picture of a motorcycle and a palm tree" from labels in confidence order."""
+    uniq = list(dict.fromkeys(labels))
+    if not uniq:
+        return "a picture"
+    art = [("an " if x[0].lower() in "aeiou" else "a ") + x for x in uniq]
+    body = art[0] if len(art) == 1 else ", ".join(art[:-1]) + " and " + art[-1]
+    return f"a picture of {body}"
+
+
+def scene_captions(dets: pd.DataFrame, scene_ids) -> dict[int, str]:
+    by_scene = dets.sort_values(["scene_id", "rank"]).groupby("scene_id")["label"].apply(list)
+    return {int(s): caption(by_scene.get(s, [])) for s in scene_ids}
+
+
+def evaluate(model, data_yaml: Path, *, imgsz: int, split: str = "test",
+             out: Path | None = None) -> tuple[dict, pd.DataFrame]:
+    """mAP50 and mAP50-95 on `split`, overall and per class (ultralytics' validator)."""
+    metrics = model.val(data=str(data_yaml), split=split, imgsz=imgsz, device="cpu",
+                        plots=False, verbose=False, project=str(out) if out else None,
+                        name="val", exist_ok=True, batch=32)
+    box = metrics.box
+    per_class = pd.DataFrame({"obj": np.asarray(box.ap_class_index, dtype=int),
+                              "map50": np.asarray(box.ap50), "map50_95": np.asarray(box.ap)})
+    return {"map50": float(box.map50), "map50_95": float(box.map)}, per_class

@@ -92,6 +92,14 @@ class Config:
     vit_heads: int = _f(4, "ViT attention heads", "04")
     vit_patch: int = _f(16, "ViT patch size", "04")
     prefix_len: int = _f(10, "learned prefix rows per prefixed block (paper: 10)", "04")
+    vit_image_size: int = _f(
+        64, "ViT input side in pixels (paper: 224; CPU profiles downsample)", "04"
+    )
+    dual_flow: bool = _f(True, "dual-flow attention; False joins prefix keys to one softmax", "04")
+    object_features: bool = _f(
+        True, "object CLS features in the prefix; False: learned rows only", "04"
+    )
+    mask_empty_slots: bool = _f(True, "mask empty object slots (official code: unmasked)", "04")
     eva_weights: str | None = _f(
         None, "paper profile: local open_clip EVA01-g-14 weights file", "04"
     )

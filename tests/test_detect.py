@@ -1,0 +1,84 @@
+"""Detection: export format, offline training, confidence order, captions."""
+
+import socket
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+import gemkr
+from gemkr import detect
+from gemkr.data import benchmark
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bench")
+    content = benchmark._build_okmoji(gemkr.get_config("smoke"), root)
+    (root / "content.json").write_text(__import__("json").dumps(content))
+    return benchmark.load_benchmark(root)
+
+
+def test_export_writes_yolo_labels(bench, tmp_path):
+    data_yaml = detect.export_dataset(bench, tmp_path / "ds", splits=("train", "val"))
+    spec = yaml.safe_load(data_yaml.read_text())
+    assert spec["train"] == "images/train" and len(spec["names"]) == len(bench.objects)
+    scene = bench.scenes[bench.scenes["split"] == "train"].iloc[0]
+    stem = scene.image_path.rsplit("/", 1)[-1][:-4]
+    lines = (tmp_path / "ds" / "labels" / "train" / f"{stem}.txt").read_text().split("\n")[:-1]
+    assert len(lines) == len(scene.objs)
+    cls, cx, cy, w, h = lines[0].split()
+    x0, y0, x1, y1 = scene.boxes[0]
+    size = gemkr.get_config("smoke").image_size
+    assert int(cls) == scene.objs[0]
+    assert np.allclose([float(cx), float(w)], [(x0 + x1) / 2 / size, (x1 - x0) / size], atol=1e-5)
+    assert (tmp_path / "ds" / "images" / "train" / f"{stem}.png").exists()
+
+
+def test_training_and_prediction_never_touch_the_network(bench, tmp_path, monkeypatch):
+    attempts = []
+    real = socket.socket.connect
+
+    def record(self, address, *a, **k):
+        if self.family in (socket.AF_INET, socket.AF_INET6) and address[0] not in (
+                "127.0.0.1", "::1", "localhost"):
+            attempts.append(address)
+            raise OSError("network disabled in tests")
+        return real(self, address, *a, **k)
+
+    monkeypatch.setattr(socket.socket, "connect", record)
+    data_yaml = detect.export_dataset(bench, tmp_path / "ds", splits=("train", "val"))
+    weights, log = detect.train_yolo(data_yaml, tmp_path / "runs", epochs=1, imgsz=64, seed=0)
+    assert weights.exists() and len(log) == 1
+    model = detect.load_yolo(weights)
+    dets, ms = detect.predict(model, bench, imgsz=64, conf=0.0, max_det=10)
+    assert attempts == [], f"ultralytics tried to reach {attempts}"
+    assert ms > 0 and set(dets["scene_id"]) <= set(bench.scenes["scene_id"])
+    for _, g in dets.groupby("scene_id"):  # confidence order = rank order, at most 10
+        assert g["rank"].tolist() == list(range(len(g))) and len(g) <= 10
+        assert g["score"].is_monotonic_decreasing
+    assert not (tmp_path.parent / "runs").exists()
+
+
+def test_oracle_order_and_captions(bench):
+    dets = detect.oracle_detections(bench)
+    for sid, g in dets.groupby("scene_id"):
+        area = (g["x1"] - g["x0"]) * (g["y1"] - g["y0"])
+        assert area.is_monotonic_decreasing
+    assert detect.caption(["motorcycle", "palm", "motorcycle"]) == \
+        "a picture of a motorcycle and a palm"
+    assert detect.caption(["ant", "bee", "owl"]) == "a picture of an ant, a bee and an owl"
+    assert detect.caption([]) == "a picture"
+    caps = detect.scene_captions(dets, bench.scenes["scene_id"])
+    assert set(caps) == set(bench.scenes["scene_id"]) and all(c.startswith("a picture") for c in
+                                                              caps.values())
+
+
+def test_missing_weights_are_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.pt not found"):
+        detect.load_yolo(tmp_path / "nope.pt")
+
+
+def test_detection_frame_columns():
+    assert list(pd.DataFrame(columns=detect.DET_COLUMNS).columns)[:3] == ["scene_id", "rank", "obj"]

@@ -34,12 +34,10 @@ def save_figure(fig, name: str, profile: str, stage: str | None = None) -> list[
     """
     if not name or "/" in name or " " in name or "." in name:
         raise ValueError(f"figure name {name!r} must be a bare snake_case stem like '06_ablations'")
-    if profile != "paper" and fig._suptitle is None:
-        fig.suptitle(
-            f"profile: {profile} (built-in benchmark, not the paper's numbers)",
-            fontsize=8,
-            color="0.35",
-        )
+    note = f"profile: {profile} (built-in benchmark, not the paper's numbers)"
+    if profile != "paper" and not any(t.get_text() == note for t in fig.texts):
+        # a footer below the axes: never covers a title; bbox_inches="tight" keeps it in view
+        fig.text(0.5, 0.0, note, ha="center", va="top", fontsize=7, color="0.35")
     paths = []
     for ext, kwargs in (
         ("png", {"dpi": 200, "metadata": {"Software": None}}),

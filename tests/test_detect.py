@@ -63,7 +63,7 @@ def test_training_and_prediction_never_touch_the_network(bench, tmp_path, monkey
 
 def test_oracle_order_and_captions(bench):
     dets = detect.oracle_detections(bench)
-    for sid, g in dets.groupby("scene_id"):
+    for _, g in dets.groupby("scene_id"):
         area = (g["x1"] - g["x0"]) * (g["y1"] - g["y0"])
         assert area.is_monotonic_decreasing
     assert detect.caption(["motorcycle", "palm", "motorcycle"]) == \

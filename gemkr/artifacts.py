@@ -70,7 +70,7 @@ def source_hash(parts: tuple[str, ...] = ("",)) -> str:
     """sha256 over the ``gemkr/<part>`` source files (path and bytes; default: all of gemkr).
 
     A stage passes the parts it depends on, e.g. ``("data", "config.py")``, so that editing the
-    decoder does not invalidate the benchmark.
+    decoder does not invalidate the benchmark; ``()`` when the key names its inputs otherwise.
     """
     h = hashlib.sha256()
     root = REPO_ROOT / "gemkr"

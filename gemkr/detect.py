@@ -27,6 +27,15 @@ import yaml
 from .paths import REPO_ROOT
 
 DET_COLUMNS = ["scene_id", "rank", "obj", "label", "score", "x0", "y0", "x1", "y1"]
+# Everything that shapes a trained detector besides data, epochs, image size and seed. The YOLO
+# cache is keyed by this recipe and the benchmark's content hash (not by this file's source), so
+# editing plots or captions here does not retrain; change `version` when the export changes.
+TRAIN_RECIPE = {
+    "version": 1, "model": "yolov8n.yaml", "batch": 32,
+    # ultralytics' "auto" optimizer sets lr = 0.002 * 5 / (4 + classes) = 2e-5 for 478 classes,
+    # far too low to learn from scratch in a CPU budget
+    "optimizer": "AdamW", "lr0": 0.002, "cos_lr": True,
+}
 
 
 def _offline_ultralytics() -> None:
@@ -78,7 +87,7 @@ def _image_side(path: Path) -> int:
 
 
 def train_yolo(data_yaml: Path, out: Path, *, epochs: int, imgsz: int, seed: int,
-               device: str = "cpu", model_yaml: str = "yolov8n.yaml") -> tuple[Path, pd.DataFrame]:
+               device: str = "cpu") -> tuple[Path, pd.DataFrame]:
     """Train YOLO from its model YAML (random init); returns best weights and per-epoch log."""
     _offline_ultralytics()
     import ultralytics.utils.torch_utils as yolo_torch
@@ -86,15 +95,13 @@ def train_yolo(data_yaml: Path, out: Path, *, epochs: int, imgsz: int, seed: int
 
     # ultralytics trains on cpu_count - 1 threads (1 on a 2-core laptop): use every core
     yolo_torch.NUM_THREADS = os.cpu_count() or 1
-    model = YOLO(model_yaml)  # architecture only: no weights, nothing downloaded
+    recipe = {k: v for k, v in TRAIN_RECIPE.items() if k not in ("version", "model")}
+    model = YOLO(TRAIN_RECIPE["model"])  # architecture only: no weights, nothing downloaded
     model.train(data=str(data_yaml), epochs=epochs, imgsz=imgsz, device=device, seed=seed,
                 deterministic=True, project=str(out), name="train", exist_ok=True,
                 pretrained=False, amp=False, workers=0, plots=False, verbose=False,
-                val=True, batch=32, cache=True, patience=max(epochs, 1),
-                warmup_epochs=min(1.0, epochs / 3),
-                # ultralytics' "auto" optimizer sets lr = 0.002 * 5 / (4 + classes) = 2e-5 for
-                # 478 classes, far too low to learn from scratch in a CPU budget
-                optimizer="AdamW", lr0=0.002, cos_lr=True)
+                val=True, cache=True, patience=max(epochs, 1),
+                warmup_epochs=min(1.0, epochs / 3), **recipe)
     run = Path(out) / "train"
     log = pd.read_csv(run / "results.csv")
     log.columns = [c.strip() for c in log.columns]
@@ -189,11 +196,12 @@ def trained_detector(cfg, bench, force: bool = False) -> tuple[Path, pd.DataFram
 
     if cfg.yolo_weights:
         return Path(load_yolo(cfg.yolo_weights).ckpt_path), pd.DataFrame(), 0.0
-    data_key = {n: v for n, v, _ in cfg.describe("01")} | {"seed": cfg.seed}
+    from importlib.metadata import version
+
     cache = artifacts.stage_cache(
         artifacts_dir(cfg.profile, "02_detection"), "yolo",
-        key_parts=(data_key, cfg.det_epochs, cfg.det_imgsz), force=force,
-        sources=("detect.py", "data"))
+        key_parts=(bench.meta["content_hash"], cfg.det_epochs, cfg.det_imgsz, cfg.seed,
+                   TRAIN_RECIPE, version("ultralytics")), force=force, sources=())
     if not cache.valid:
         with cache.writing() as tmp:
             data_yaml = export_dataset(bench, tmp / "dataset")
@@ -250,13 +258,13 @@ def load_detections(profile: str) -> tuple[pd.DataFrame, dict[int, str]]:
 
 def prediction_grid(bench, dets: pd.DataFrame, scene_ids: list[int], ncols: int = 4):
     """Predicted boxes (orange, with label and score) against ground truth (white)."""
-    import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
 
-    nrows = int(np.ceil(len(scene_ids) / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3 * ncols, 3.1 * nrows))
+    from .plots import image_grid
+
+    fig, axes = image_grid(len(scene_ids), ncols, (3.0, 3.1))
     scenes = bench.scenes.set_index("scene_id")
-    for ax, sid in zip(np.ravel(axes), scene_ids, strict=False):
+    for ax, sid in zip(axes, scene_ids, strict=True):
         ax.imshow(bench.image(sid))
         for x0, y0, x1, y1 in scenes.at[sid, "boxes"]:
             ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, lw=1.5, color="w"))
@@ -267,8 +275,5 @@ def prediction_grid(bench, dets: pd.DataFrame, scene_ids: list[int], ncols: int 
                     va="top", bbox={"facecolor": "tab:orange", "alpha": 0.7, "pad": 0.3,
                                     "lw": 0})
         ax.set_title(", ".join(scenes.at[sid, "labels"]), fontsize=7)
-        ax.axis("off")
-    for ax in np.ravel(axes)[len(scene_ids):]:
-        ax.axis("off")
     fig.tight_layout()
     return fig

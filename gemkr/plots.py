@@ -49,3 +49,16 @@ def save_figure(fig, name: str, profile: str, stage: str | None = None) -> list[
         record_output(profile, stage or name[:2], path)
         paths.append(path)
     return paths
+
+
+def image_grid(n: int, ncols: int, cell: tuple[float, float]):
+    """A figure of `n` image panels in rows of `ncols` (axes off); returns (fig, the n axes)."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    nrows = max(1, int(np.ceil(n / ncols)))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(cell[0] * ncols, cell[1] * nrows))
+    axes = list(np.ravel(axes))
+    for ax in axes:
+        ax.axis("off")
+    return fig, axes[:n]

@@ -1,0 +1,151 @@
+"""Training loop shared by the three stages of notebook 04 (paper-notes §10, trap T13).
+
+AdamW (weight decay only on matrices that are not biases or norms), linear warm-up then cosine
+decay to a floor, gradient accumulation, device placement through `accelerate` (the same code runs
+on a CPU, one GPU or several), a progress bar, and an atomic checkpoint after every epoch holding
+only the trainable tensors (safetensors) plus optimizer and scheduler state, so an interrupted run
+resumes where it stopped. Steps are derived from the data, never from a fixed iters_per_epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from .artifacts import atomic_path, write_json
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """Official rule: decay tensors with ndim >= 2 whose name has no bias / ln / bn / norm."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        plain = p.ndim >= 2 and not any(k in name for k in ("bias", "ln", "bn", "norm"))
+        (decay if plain else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0}]
+
+
+def warmup_cosine(warmup: int, total: int, peak: float, floor: float) -> Callable[[int], float]:
+    """LR multiplier: linear warm-up to `peak`, then cosine to `floor` (both absolute)."""
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / max(warmup, 1)
+        t = min(1.0, (step - warmup) / max(total - warmup, 1))
+        return (floor + (peak - floor) * 0.5 * (1 + math.cos(math.pi * t))) / peak
+    return factor
+
+
+def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters()
+            if p.requires_grad}
+
+
+def save_checkpoint(directory: Path, model, optimizer, scheduler, epoch: int,
+                    history: list[float]) -> None:
+    """Trainable weights (safetensors) + optimizer/scheduler state; `state.json` written last."""
+    from safetensors.torch import save_file
+
+    directory.mkdir(parents=True, exist_ok=True)
+    with atomic_path(directory / "trainable.safetensors") as tmp:
+        save_file(trainable_state(model), str(tmp))
+    with atomic_path(directory / "optimizer.pt") as tmp:
+        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
+                   tmp)
+    write_json(directory / "state.json", {"epoch": epoch, "history": history})
+
+
+def load_checkpoint(directory: Path, model, optimizer=None, scheduler=None) -> dict | None:
+    """Restore a checkpoint written by `save_checkpoint`; None when there is none."""
+    from safetensors.torch import load_file
+
+    state_file = directory / "state.json"
+    if not state_file.exists():
+        return None
+    weights = load_file(str(directory / "trainable.safetensors"))
+    missing = set(trainable_state(model)) - set(weights)
+    if missing:
+        raise ValueError(f"checkpoint {directory} lacks {sorted(missing)[:3]}: it belongs to "
+                         "another model configuration; delete it or set FORCE=True")
+    model.load_state_dict(weights, strict=False)
+    if optimizer is not None:
+        # weights_only: plain tensors and numbers only, no pickled code
+        opt = torch.load(directory / "optimizer.pt", weights_only=True)
+        optimizer.load_state_dict(opt["optimizer"])
+        scheduler.load_state_dict(opt["scheduler"])
+    return json.loads(state_file.read_text())
+
+
+def fit(model: torch.nn.Module, loss_fn: Callable, epoch_batches: Callable[[int], Iterable], *,
+        epochs: int, steps_per_epoch: int, lr: float, min_lr: float, warmup_steps: int,
+        weight_decay: float, grad_accum: int = 1, ckpt_dir: Path | None = None,
+        desc: str = "training", device: str = "cpu") -> dict:
+    """Train the parameters of `model` that require grad; returns history and wall time.
+
+    `epoch_batches(epoch)` yields the batches of one epoch (seeded by the caller); `loss_fn(model,
+    batch)` returns a scalar loss. Resumes from `ckpt_dir` when it holds a checkpoint.
+    """
+    from accelerate import Accelerator
+
+    acc = Accelerator(cpu=device == "cpu", gradient_accumulation_steps=grad_accum)
+    optimizer = torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=(0.9, 0.999))
+    total = max(1, epochs * math.ceil(steps_per_epoch / grad_accum))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, warmup_cosine(warmup_steps, total, lr, min_lr))
+    model, optimizer = acc.prepare(model, optimizer)
+    history, start_epoch = [], 0
+    if ckpt_dir is not None:
+        state = load_checkpoint(Path(ckpt_dir), acc.unwrap_model(model), optimizer, scheduler)
+        if state is not None:
+            start_epoch, history = state["epoch"], state["history"]
+    start = time.perf_counter()
+    model.train()
+    for epoch in range(start_epoch, epochs):
+        bar = tqdm(epoch_batches(epoch), total=steps_per_epoch, desc=f"{desc} {epoch + 1}/{epochs}")
+        for batch in bar:
+            with acc.accumulate(model):
+                loss = loss_fn(model, batch)
+                acc.backward(loss)
+                optimizer.step()
+                if acc.sync_gradients:
+                    scheduler.step()
+                optimizer.zero_grad()
+            history.append(float(loss.detach()))
+            bar.set_postfix(loss=f"{history[-1]:.3f}")
+        if ckpt_dir is not None:
+            save_checkpoint(Path(ckpt_dir), acc.unwrap_model(model), optimizer, scheduler,
+                            epoch + 1, history)
+    model.eval()
+    return {"history": history, "seconds": time.perf_counter() - start,
+            "resumed_from_epoch": start_epoch}
+
+
+def lm_batches(docs: list, batch_size: int, rng, bos: int, eos: int, pad: int,
+               max_len: int = 128) -> Iterable[dict]:
+    """Shuffled batches of whole passages ``[bos] doc [eos]`` for LLM knowledge pretraining
+    ("LLM as knowledge base"). Labels are masked by length, not by pad id (pad may equal eos)."""
+    order = rng.permutation(len(docs))
+    for s in range(0, len(order), batch_size):
+        seqs = [[bos, *map(int, docs[i][: max_len - 2]), eos] for i in order[s:s + batch_size]]
+        n = max(map(len, seqs))
+        ids = torch.full((len(seqs), n), pad, dtype=torch.long)
+        labels = torch.full((len(seqs), n), -100, dtype=torch.long)
+        mask = torch.zeros((len(seqs), n), dtype=torch.long)
+        for i, seq in enumerate(seqs):
+            ids[i, :len(seq)] = torch.tensor(seq)
+            labels[i, 1:len(seq)] = torch.tensor(seq[1:])  # never predict the BOS itself
+            mask[i, :len(seq)] = 1
+        yield {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def lm_loss(llm, batch: dict) -> torch.Tensor:
+    """Next-token cross-entropy of a causal LM (transformers shifts the labels)."""
+    dev = next(llm.parameters()).device
+    return llm(**{k: v.to(dev) for k, v in batch.items()}).loss

@@ -1,0 +1,94 @@
+"""GeMKR end to end on a handful of items: pixels -> visual tokens -> LLM (frozen + LoRA) ->
+constrained decoding -> the gold passage. Also the trainable-parameter count in closed form."""
+
+import numpy as np
+import pytest
+import torch
+
+import gemkr
+from gemkr import train
+from gemkr.clues import target_clue
+from gemkr.decoding import DecodeConfig, rank_passages
+from gemkr.index import CorpusIndex
+from gemkr.model import Batch, GeMKR, add_lora, build_llm
+from gemkr.tokenizer import load_tokenizer, specials
+from gemkr.vision import PrefixViT, VisualTokens, create_clip
+
+PASSAGES = ["banana: elongated crescent-shaped yellow fruit with soft sweet flesh",
+            "banana tree: treelike herb bearing hanging clusters of elongated fruits",
+            "apple: fruit with red or yellow or green skin and crisp whitish flesh",
+            "bicycle: a wheeled vehicle that has two wheels and is moved by foot pedals",
+            "bus: a vehicle carrying many passengers; used for public transport",
+            "owl: nocturnal bird of prey with hawk-like beak and claws",
+            "ant: social insect living in organized colonies",
+            "harp: a chordophone that has a triangular frame"]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    torch.manual_seed(0)
+    cfg = gemkr.get_config("smoke", vit_image_size=32, vit_patch=8, vit_width=32, vit_heads=4,
+                           vit_layers=2, llm_hidden=32, llm_layers=2, llm_heads=4)
+    tok = load_tokenizer("smollm2")
+    sp = specials(tok)
+    clip, _ = create_clip(cfg, tmp_path_factory.mktemp("oc"))
+    docs = [np.asarray(tok(p, add_special_tokens=False)["input_ids"]) for p in PASSAGES]
+    llm = build_llm(cfg, sp)  # stage 2 of notebook 04: the LLM learns the passages first
+    rng = np.random.default_rng(0)
+    pre = train.fit(llm, train.lm_loss, lambda e: train.lm_batches(docs, 8, rng, sp.bos, sp.eos,
+                                                                      sp.pad),
+                    epochs=120, steps_per_epoch=1, lr=1e-2, min_lr=1e-3, warmup_steps=5,
+                    weight_decay=0.0)
+    assert pre["history"][-1] < 0.5, "the LLM memorised its knowledge base"
+    llm = add_lora(llm, cfg)  # stage 3: frozen LLM + LoRA
+    index = CorpusIndex.build(docs, eos=sp.eos, bos=sp.bos, vocab_size=sp.vocab_size,
+                              ids=np.arange(100, 100 + len(docs)), progress=False)
+    model = GeMKR(PrefixViT(clip.visual, prefix_len=cfg.prefix_len),
+                  VisualTokens(cfg.vit_width, cfg.llm_hidden), llm, tok, sp)
+    return cfg, model, index, docs
+
+
+def test_trainable_parameters_match_closed_form(setup):
+    cfg, model, _, _ = setup
+    counts = model.trainable_parameters()
+    h, r, w = cfg.llm_hidden, cfg.lora_r, cfg.vit_width
+    assert counts["lora"] == cfg.llm_layers * 2 * (h * r + r * h)  # q_proj and v_proj
+    assert counts["projection"] == w * h + h
+    assert counts["prefix_rows"] == 1 * cfg.prefix_len * w  # last half of 2 blocks
+    assert counts["gates"] == 1 * cfg.vit_heads and counts["other"] == 0
+
+
+def test_overfit_then_retrieve_gold_passages(setup):
+    cfg, model, index, docs = setup
+    g = torch.Generator().manual_seed(1)
+    gold = [0, 3, 5, 6]
+    targets = [list(target_clue(index, docs[i], max_tokens=9).tokens) for i in gold]
+    batch = Batch(images=torch.randn(4, 3, 32, 32, generator=g),
+                  objects=torch.randn(4, 2, 32, generator=g),
+                  mask=torch.tensor([[True, False]] * 4),
+                  texts=["What is this used for? a picture"] * 4, targets=targets)
+    frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
+    out = train.fit(model, lambda m, b: m(b), lambda epoch: [batch] * 60, epochs=4,
+                    steps_per_epoch=60, lr=2e-2, min_lr=1e-3, warmup_steps=5,
+                    weight_decay=0.0)
+    assert out["history"][-1] < 0.1 * out["history"][0]
+    assert all(torch.equal(p, frozen[n]) for n, p in model.named_parameters()
+               if not p.requires_grad), "base weights unchanged"
+    dcfg = DecodeConfig(num_beams=4, num_beam_groups=4, max_clue_tokens=9, stop_when_unique=True)
+    clues = model.retrieve(batch, index, dcfg)
+    for i, found in zip(gold, clues, strict=True):
+        assert rank_passages(found)[0] == 100 + i, [c.tokens for c in found]
+
+
+def test_checkpoint_roundtrip_and_resume(setup, tmp_path):
+    cfg, model, index, docs = setup
+    batch = Batch(images=torch.zeros(1, 3, 32, 32), objects=torch.zeros(1, 1, 32),
+                  mask=torch.tensor([[False]]), texts=["?"], targets=[[int(docs[1][0])]])
+    kw = dict(steps_per_epoch=2, lr=1e-3, min_lr=1e-4, warmup_steps=1, weight_decay=0.05,
+              ckpt_dir=tmp_path / "ck")
+    first = train.fit(model, lambda m, b: m(b), lambda e: [batch] * 2, epochs=1, **kw)
+    again = train.fit(model, lambda m, b: m(b), lambda e: [batch] * 2, epochs=2, **kw)
+    assert first["resumed_from_epoch"] == 0 and again["resumed_from_epoch"] == 1
+    assert len(again["history"]) == 4
+    state = train.load_checkpoint(tmp_path / "ck", model)
+    assert state["epoch"] == 2

@@ -100,7 +100,7 @@ def plan(args: argparse.Namespace) -> dict[str, dict]:
     return out
 
 
-def stamp_key(previous: str, name: str, params: dict) -> str:
+def stamp_key(previous: str, name: str, params: dict, source: str) -> str:
     """Changes when the notebook, gemkr's code, the pins, the parameters or an upstream key do."""
     h = hashlib.sha256(previous.encode())
     for f in (
@@ -109,7 +109,7 @@ def stamp_key(previous: str, name: str, params: dict) -> str:
         ROOT / "requirements-nodeps.txt",
     ):
         h.update(f.read_bytes())
-    h.update(artifacts.source_hash().encode())
+    h.update(source.encode())  # gemkr's source hash
     h.update(json.dumps(params, sort_keys=True).encode())
     return h.hexdigest()
 
@@ -184,15 +184,14 @@ def main(argv: list[str]) -> int:
     stamps.mkdir(parents=True, exist_ok=True)
     logs.mkdir(parents=True, exist_ok=True)
     rows: dict[str, dict] = {}
-    previous = profile
-    selected = set(todo)
-    # Keys chain through every notebook, selected or not, so an upstream change reruns downstream.
+    # Keys chain through every notebook, selected or not, so an upstream change reruns downstream;
+    # all computed before anything runs, so they describe the code as launched.
     all_params = plan(argparse.Namespace(**{**vars(args), "start": None, "only": None}))
+    keys, previous, source = {}, profile, artifacts.source_hash()
     for name in args.notebooks:
-        key = stamp_key(previous, name, all_params[name])
-        previous = key
-        if name not in selected:
-            continue
+        keys[name] = previous = stamp_key(previous, name, all_params[name], source)
+    for name in todo:
+        key = keys[name]
         stamp = stamps / f"{name}.stamp"
         if not args.force and stamp.exists() and stamp.read_text().strip() == key:
             print(f"== {name}: up to date, skipped (use --force to rerun)")

@@ -256,6 +256,15 @@ def load_detections(profile: str) -> tuple[pd.DataFrame, dict[int, str]]:
     return dets, dict(zip(caps["scene_id"].tolist(), caps["caption"].tolist(), strict=True))
 
 
+def with_captions(questions: pd.DataFrame, captions: dict[int, str]) -> pd.DataFrame:
+    """The questions with their scene's caption filled in, and ``text`` = question + " " +
+    caption: the model input of the paper (paper-notes §7). A caption the dataset already carries
+    (paper profile) is kept."""
+    filled = questions["caption"].where(questions["caption"] != "",
+                                        questions["scene_id"].map(captions).fillna(""))
+    return questions.assign(caption=filled, text=questions["question"] + " " + filled)
+
+
 def prediction_grid(bench, dets: pd.DataFrame, scene_ids: list[int], ncols: int = 4):
     """Predicted boxes (orange, with label and score) against ground truth (white)."""
     from matplotlib.patches import Rectangle

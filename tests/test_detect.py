@@ -82,3 +82,10 @@ def test_missing_weights_are_named(tmp_path):
 
 def test_detection_frame_columns():
     assert list(pd.DataFrame(columns=detect.DET_COLUMNS).columns)[:3] == ["scene_id", "rank", "obj"]
+
+
+def test_captions_join_questions(bench):
+    caps = detect.scene_captions(detect.oracle_detections(bench), bench.scenes["scene_id"])
+    q = detect.with_captions(bench.questions, caps)
+    row = q.iloc[0]
+    assert row.caption == caps[row.scene_id] and row.text == f"{row.question} {row.caption}"

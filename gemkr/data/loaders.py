@@ -1,0 +1,155 @@
+"""Loaders of the paper's datasets in their published formats (paper-notes §12), returning the same
+`Benchmark` shape as OKMoji. Nothing is downloaded: files are read from ``cfg.data_root`` and a
+missing one stops with an error naming it and where it is published.
+
+Layout expected under ``data_root`` (names as published):
+
+- OK-VQA (Marino et al. 2019): ``OpenEnded_mscoco_{train,val}2014_questions.json``,
+  ``mscoco_{train,val}2014_annotations.json``; COCO images ``{train,val}2014/COCO_*.jpg``.
+  GeMKR's test split is val2014 (5,046 questions).
+- GS112K (VRR, Luo et al. 2021): ``okvqa_train_corpus.csv`` with columns ``kid,text[,title]``.
+- WK21M (DPR, Karpukhin et al. 2020): ``psgs_w100.tsv`` with columns ``id, text, title``.
+- ReMuQ (Luo et al. 2023): ``remuq/test.json`` (list of {"question", "img_id", "passage_id",
+  ["answer"]}), ``remuq/images.tsv`` (``img_id<TAB>base64 image``), ``remuq/corpus.jsonl``
+  ({"id", "text"[, "title"]} per line). Relevance is the gold passage id (paper-notes §13).
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from .benchmark import Benchmark
+from .kb import KBError, deduplicate
+
+SOURCES = {
+    "okvqa": "https://okvqa.allenai.org (questions, annotations) and https://cocodataset.org "
+             "(train2014 / val2014 images)",
+    "gs112k": "the VRR repository https://github.com/luomancs/retriever_reader_for_okvqa "
+              "(okvqa_train_corpus.csv)",
+    "wk21m": "the DPR repository https://github.com/facebookresearch/DPR (psgs_w100.tsv)",
+    "remuq": "https://github.com/luomancs/ReMuQ (test set, images TSV, corpus)",
+}
+
+
+class DatasetError(ValueError):
+    """A dataset file is missing or malformed; the message names the file, the item and the fix."""
+
+
+def _need(path: Path, source: str) -> Path:
+    if not path.exists():
+        raise DatasetError(f"{path} not found: obtain it from {SOURCES[source]} and place it "
+                           f"under data_root ({path.parent})")
+    return path
+
+
+def _lines(path: Path):
+    """Yield (line number, text) of a UTF-8 file; a bad byte names its line."""
+    with open(path, "rb") as fh:
+        for i, raw in enumerate(fh, 1):
+            try:
+                yield i, raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise DatasetError(f"{path}:{i}: line is not UTF-8 ({err.reason})") from err
+
+
+def read_corpus_csv(path: Path, id_col: str, delimiter: str, max_passages: int | None = None,
+                    source: str = "gs112k") -> pd.DataFrame:
+    """A passage corpus (VRR CSV or DPR TSV) as DataFrame(pid, text, title); newlines stripped."""
+    rows = csv.DictReader((t for _, t in _lines(_need(path, source))), delimiter=delimiter)
+    out = []
+    for n, r in enumerate(rows):
+        if max_passages is not None and n >= max_passages:
+            break
+        if id_col not in r or "text" not in r:
+            raise DatasetError(f"{path}: needs columns {id_col!r} and 'text', has {rows.fieldnames}")
+        text = " ".join((r["text"] or "").split())
+        if not text:
+            raise KBError(f"{path}: passage {r[id_col]} (row {n + 2}) is empty")
+        out.append((int(r[id_col]), text, r.get("title") or ""))
+    return pd.DataFrame(out, columns=["pid", "text", "title"])
+
+
+def read_okvqa(root: Path, split: str) -> pd.DataFrame:
+    """OK-VQA questions of a COCO split ("train2014" / "val2014") with their answer lists."""
+    qfile = _need(root / f"OpenEnded_mscoco_{split}_questions.json", "okvqa")
+    afile = _need(root / f"mscoco_{split}_annotations.json", "okvqa")
+    questions = json.loads(qfile.read_text(encoding="utf-8"))["questions"]
+    answers = {a["question_id"]: a for a in json.loads(afile.read_text(encoding="utf-8"))
+               ["annotations"]}
+    rows = []
+    for q in questions:
+        ann = answers.get(q["question_id"])
+        ans = sorted({a["answer"] for a in ann["answers"]}) if ann else []
+        if not ans:
+            raise DatasetError(f"{afile}: question {q['question_id']} has no answers")
+        image = root / split / f"COCO_{split}_{q['image_id']:012d}.jpg"
+        rows.append({"qid": str(q["question_id"]), "scene_id": int(q["image_id"]),
+                     "image_path": str(image), "question": q["question"], "caption": "",
+                     "answers": ans, "gold_pid": -1, "target_synset": -1})
+    return pd.DataFrame(rows)
+
+
+def read_remuq(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """ReMuQ test questions (gold passage ids) and corpus; images decoded from the TSV on demand
+    into ``remuq/images/<img_id>.jpg`` (once)."""
+    items = json.loads(_need(root / "remuq" / "test.json", "remuq").read_text(encoding="utf-8"))
+    corpus = []
+    for i, line in _lines(_need(root / "remuq" / "corpus.jsonl", "remuq")):
+        if line.strip():
+            d = json.loads(line)
+            if not str(d.get("text", "")).strip():
+                raise KBError(f"{root / 'remuq' / 'corpus.jsonl'}:{i}: passage {d.get('id')} empty")
+            corpus.append((int(d["id"]), " ".join(d["text"].split()), d.get("title", "")))
+    img_dir = root / "remuq" / "images"
+    img_dir.mkdir(exist_ok=True)
+    for i, line in _lines(_need(root / "remuq" / "images.tsv", "remuq")):
+        img_id, _, b64 = line.rstrip("\n").partition("\t")
+        target = img_dir / f"{img_id}.jpg"
+        if not target.exists():
+            try:
+                from PIL import Image
+
+                Image.open(io.BytesIO(base64.b64decode(b64))).convert("RGB").save(target)
+            except Exception as err:  # a corrupt image is named, never silently skipped
+                raise DatasetError(f"{root / 'remuq' / 'images.tsv'}:{i}: image {img_id} "
+                                   f"cannot be decoded ({err})") from err
+    rows = [{"qid": f"remuq{i}", "scene_id": i, "image_path": str(img_dir / f"{q['img_id']}.jpg"),
+             "question": q["question"], "caption": "", "answers": [str(q.get("answer", ""))],
+             "gold_pid": int(q["passage_id"]), "target_synset": -1}
+            for i, q in enumerate(items)]
+    return pd.DataFrame(rows), pd.DataFrame(corpus, columns=["pid", "text", "title"])
+
+
+def load_paper_dataset(cfg, max_passages: int | None = None) -> Benchmark:
+    """OKVQA-GS112K, OKVQA-WK21M or ReMuQ as a `Benchmark` (splits train / test)."""
+    if not cfg.data_root:
+        raise DatasetError(f"profile {cfg.profile!r} with dataset {cfg.dataset!r} needs "
+                           "data_root: pass overrides={'data_root': '/path/to/data'}")
+    root = Path(cfg.data_root)
+    if cfg.dataset == "remuq":
+        questions, corpus = read_remuq(root)
+        questions["split"] = "test"
+        kb_name = "ReMuQ"
+    elif cfg.dataset in ("okvqa_gs112k", "okvqa_wk21m"):
+        questions = pd.concat([read_okvqa(root, "train2014").assign(split="train"),
+                               read_okvqa(root, "val2014").assign(split="test")],
+                              ignore_index=True)
+        if cfg.dataset == "okvqa_gs112k":
+            corpus, kb_name = read_corpus_csv(root / "okvqa_train_corpus.csv", "kid", ",",
+                                              max_passages), "GS112K"
+        else:
+            corpus, kb_name = read_corpus_csv(root / "psgs_w100.tsv", "id", "\t", max_passages,
+                                              source="wk21m"), "WK21M"
+    else:
+        raise DatasetError(f"unknown dataset {cfg.dataset!r}; use okmoji, okvqa_gs112k, "
+                           "okvqa_wk21m or remuq")
+    corpus, dups = deduplicate(corpus, kb_name)
+    scenes = questions[["scene_id", "split", "image_path"]].drop_duplicates("scene_id")
+    return Benchmark(name=cfg.dataset, root=root, questions=questions, kb={kb_name: corpus},
+                     objects=pd.DataFrame(), scenes=scenes.reset_index(drop=True), kb_dups=dups)

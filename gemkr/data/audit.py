@@ -52,7 +52,8 @@ def audit(bench: Benchmark, nouns: dict) -> pd.DataFrame:
                       for g, a in zip(q["gold_pid"], q["answers"], strict=True))
             rows.append(("answer not in gold passage (or no answers)", bad, len(q)))
     rows.append(("scene in more than one split",
-                 int((q.groupby("scene_id")["split"].nunique() > 1).sum()), q["scene_id"].nunique()))
+                 int((q.groupby("scene_id")["split"].nunique() > 1).sum()),
+                 q["scene_id"].nunique()))
     train = set(q.loc[q["split"] == "train", "target_obj"])
     unseen = q[q["split"] == "test_unseen"]
     rows.append(("test_unseen target trained on", int(unseen["target_obj"].isin(train).sum()),

@@ -158,7 +158,8 @@ def dataset_card(cfg, questions: pd.DataFrame, kbs: dict, objects: pd.DataFrame)
     counts = questions["split"].value_counts().reindex(okmoji.SPLITS, fill_value=0)
     lines = [
         "# OKMoji (built-in benchmark of the GeMKR kit)", "",
-        f"Profile `{cfg.profile}`, seed {cfg.seed}. OK-VQA-style questions about rendered scenes of "
+        f"Profile `{cfg.profile}`, seed {cfg.seed}. OK-VQA-style questions about rendered scenes "
+        "of "
         "OpenMoji glyphs; the knowledge needed lives in WordNet 3.0 glosses (and GCIDE in KB-L).",
         "", "| split | questions |", "|---|---|",
         *[f"| {k} | {v} |" for k, v in counts.items()], "",

@@ -67,7 +67,8 @@ def read_corpus_csv(path: Path, id_col: str, delimiter: str, max_passages: int |
         if max_passages is not None and n >= max_passages:
             break
         if id_col not in r or "text" not in r:
-            raise DatasetError(f"{path}: needs columns {id_col!r} and 'text', has {rows.fieldnames}")
+            raise DatasetError(f"{path}: needs columns {id_col!r} and 'text', "
+                               f"has {rows.fieldnames}")
         text = " ".join((r["text"] or "").split())
         if not text:
             raise KBError(f"{path}: passage {r[id_col]} (row {n + 2}) is empty")

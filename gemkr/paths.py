@@ -23,6 +23,15 @@ STAGES = {
 }
 
 
+def rel(path: str | Path) -> str:
+    """`path` relative to the repository when inside it (for printing: no absolute paths leak
+    into executed notebooks or logs)."""
+    try:
+        return str(Path(path).resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)
+
+
 def _made(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     return path

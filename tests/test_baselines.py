@@ -22,3 +22,12 @@ def test_dense_text_with_packaged_minilm():
     ranked, _ = DenseText(KB).search(["a night bird that hunts", "music played by plucking"],
                                      k=2)
     assert [r[0] for r in ranked] == [30, 40]
+
+
+def test_random_floor_and_oracle_queries():
+    from gemkr.baselines import RandomFloor, oracle_queries
+
+    ranked, _ = RandomFloor(KB, seed=1).search(["a", "b"], k=3)
+    assert all(len(set(r)) == 3 and set(r) <= set(KB["pid"]) for r in ranked)
+    q = pd.DataFrame({"target_name": ["owl"], "question": ["What does it eat?"]})
+    assert BM25(KB).search(oracle_queries(q), k=1)[0] == [[30]]

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .paths import REPO_ROOT, results_dir
+from .paths import REPO_ROOT, rel, results_dir
 
 log = logging.getLogger(__name__)
 
@@ -199,8 +199,7 @@ def record_output(profile: str, stage: str, path: str | os.PathLike, **info: Any
             entries = json.loads(index.read_text())
         except (FileNotFoundError, json.JSONDecodeError):
             entries = {}
-        rel = str(Path(path).resolve().relative_to(REPO_ROOT))
-        entries[rel] = {"stage": stage, "sha256": sha256_file(path), **info}
+        entries[rel(path)] = {"stage": stage, "sha256": sha256_file(path), **info}
         write_json(index, entries)
 
 

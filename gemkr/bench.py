@@ -119,9 +119,9 @@ def bench_index(docs: Sequence[Sequence[int]], corpus: str, *, vocab_size: int, 
 def latency_ratios(df: pd.DataFrame, small: str, large: str) -> pd.DataFrame:
     """Continuation latency of corpus `large` over `small`, per prefix length (target <= 3)."""
     rows = []
+    v = df.set_index(["corpus", "metric"])["value"]
     for m in (0, 1, 2, 4, 8):
         key = f"continuations_len{m}_ms_mean"
-        v = df.set_index(["corpus", "metric"])["value"]
         rows.append({"corpus": f"{large}/{small}", "metric": f"{key}_ratio",
                      "value": v[(large, key)] / v[(small, key)], "unit": "ratio",
                      "target_max": 3.0})

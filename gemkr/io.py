@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from . import artifacts, plots
-from .paths import results_dir
+from .paths import rel, results_dir
 
 _NAME = re.compile(r"^\d{2}[a-z]?_[a-z0-9_]+$|^bench_[a-z0-9_]+$")
 
@@ -26,7 +26,7 @@ def save_table(df: Any, name: str, profile: str, markdown: bool = False) -> Path
     _check_name(name)
     path = artifacts.write_csv(df, results_dir(profile) / f"{name}.csv")
     artifacts.record_output(profile, name[:2], path, rows=len(df))
-    print(f"saved {path.relative_to(artifacts.REPO_ROOT)}  ({len(df)} rows)")
+    print(f"saved {rel(path)}  ({len(df)} rows)")
     if markdown:
         md = artifacts.atomic_write(
             results_dir(profile) / f"{name}.md", df.to_markdown(index=False, floatfmt=".4f") + "\n"
@@ -40,7 +40,7 @@ def save_json(obj: Any, name: str, profile: str) -> Path:
     _check_name(name)
     path = artifacts.write_json(results_dir(profile) / f"{name}.json", obj)
     artifacts.record_output(profile, name[:2], path)
-    print(f"saved {path.relative_to(artifacts.REPO_ROOT)}")
+    print(f"saved {rel(path)}")
     return path
 
 
@@ -49,5 +49,5 @@ def save_figure(fig: Any, name: str, profile: str) -> list[Path]:
     _check_name(name)
     paths = plots.save_figure(fig, name, profile)
     for p in paths:
-        print(f"saved {p.relative_to(artifacts.REPO_ROOT)}")
+        print(f"saved {rel(p)}")
     return paths

@@ -87,7 +87,7 @@ class GeMKR(nn.Module):
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     def _pieces(self, batch: Batch, visual: torch.Tensor | None):
-        """Per item: (embeddings of the prompt [+ target], number of target positions)."""
+        """Per item: (embeddings of the prompt [+ target], target ids incl. EOS or [])."""
         emb = self.llm.get_input_embeddings()
         dev = emb.weight.device
         after = emb(torch.tensor(self._ids(self._after), device=dev))
@@ -99,12 +99,10 @@ class GeMKR(nn.Module):
             if visual is not None:
                 parts.append(visual[i])
             parts.append(after)
-            n_target = 0
-            if batch.targets is not None:
-                target = list(batch.targets[i]) + [self.sp.eos]
+            target = [] if batch.targets is None else list(batch.targets[i]) + [self.sp.eos]
+            if target:
                 parts.append(emb(torch.tensor(target, device=dev)))
-                n_target = len(target)
-            out.append((torch.cat(parts), n_target))
+            out.append((torch.cat(parts), target))
         return out
 
     def inputs(self, batch: Batch):
@@ -119,12 +117,11 @@ class GeMKR(nn.Module):
         embeds = torch.zeros(len(pieces), length, hidden, device=dev)
         mask = torch.zeros(len(pieces), length, dtype=torch.long, device=dev)
         labels = torch.full((len(pieces), length), IGNORE, dtype=torch.long, device=dev)
-        for i, (p, n_target) in enumerate(pieces):
+        for i, (p, target) in enumerate(pieces):
             embeds[i, length - p.shape[0]:] = p
             mask[i, length - p.shape[0]:] = 1
-            if n_target:
-                target = list(batch.targets[i]) + [self.sp.eos]
-                labels[i, length - n_target:] = torch.tensor(target, device=dev)
+            if target:
+                labels[i, length - len(target):] = torch.tensor(target, device=dev)
         return embeds, mask, labels
 
     def forward(self, batch: Batch) -> torch.Tensor:

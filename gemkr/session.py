@@ -46,10 +46,6 @@ class Context:
     def profile(self) -> str:
         return self.cfg.profile
 
-    def upstream(self, stage: str) -> Path:
-        """The artifact folder of an earlier stage (its notebook must have run)."""
-        return artifacts_dir(self.profile, stage)
-
 
 def resolve_device(device: str) -> str:
     """'auto' -> 'cuda' when a GPU is visible, else 'cpu'; anything else is checked."""

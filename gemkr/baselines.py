@@ -44,13 +44,17 @@ def minilm_encoder():
 class DenseText:
     """Dense retrieval: MiniLM embeddings (L2-normalised) and an exact inner-product faiss index."""
 
-    def __init__(self, kb: pd.DataFrame, encoder=None, batch_size: int = 256):
+    def __init__(self, kb: pd.DataFrame, encoder=None, batch_size: int = 256,
+                 embeddings: np.ndarray | None = None):
         import faiss
 
         self.encoder = encoder or minilm_encoder()
         self.batch_size = batch_size
         self.pids = kb["pid"].to_numpy()
-        emb = self.embed(kb["text"].tolist())
+        emb = self.embed(kb["text"].tolist()) if embeddings is None else embeddings
+        if emb.shape[0] != len(self.pids):
+            raise ValueError(f"{emb.shape[0]} embeddings for {len(self.pids)} passages")
+        self.embeddings = emb
         self.index = faiss.IndexFlatIP(emb.shape[1])
         self.index.add(emb)
 
@@ -85,3 +89,23 @@ def oracle_queries(questions: pd.DataFrame) -> list[str]:
     """Queries for the oracle-label upper bound: the target object's name (never shown to any
     real method), searched with the same retriever as the question baselines."""
     return questions["target_name"].tolist()
+
+
+def kb_embeddings(profile: str, kb_name: str, kb: pd.DataFrame, encoder, force: bool = False,
+                  batch_size: int = 256) -> np.ndarray:
+    """MiniLM embeddings of a KB's passages, computed once and cached under
+    ``artifacts/<profile>/05_evaluation/embeddings/`` (keyed by the passage texts)."""
+    from . import artifacts
+    from .kb_index import kb_digest
+    from .paths import artifacts_dir
+
+    cache = artifacts.stage_cache(artifacts_dir(profile, "05_evaluation") / "embeddings",
+                                  kb_name.replace("/", "_"), key_parts=(kb_digest(kb),),
+                                  force=force, sources=("baselines.py",))
+    if not cache.valid:
+        emb = np.asarray(encoder.encode(kb["text"].tolist(), batch_size=batch_size,
+                                        normalize_embeddings=True, show_progress_bar=True),
+                         dtype=np.float32)
+        with cache.writing(kb=kb_name, passages=len(kb)) as tmp:
+            np.save(tmp / "embeddings.npy", emb)
+    return np.load(cache.path / "embeddings.npy")

@@ -13,6 +13,7 @@ import pandas as pd
 import torch
 
 from .clues import target_clue
+from .detect import with_captions
 from .index import CorpusIndex
 from .model import Batch
 from .pretrain import crop, to_tensor
@@ -56,6 +57,14 @@ def clue_targets(questions: pd.DataFrame, index: CorpusIndex, max_tokens: int,
                                                                                rows],
                          "unique": [r[1] for r in rows], "passages": [r[2] for r in rows]})
     return [r[0] for r in rows], info
+
+
+def model_questions(questions: pd.DataFrame, captions: dict[int, str],
+                    use_caption: bool = True) -> pd.DataFrame:
+    """Questions with the model's input ``text``: question + detector caption (paper-notes §7),
+    or the question alone (``use_caption=False``)."""
+    q = with_captions(questions, captions)
+    return q if use_caption else q.assign(text=q["question"])
 
 
 def make_batch(questions: pd.DataFrame, inputs: dict, targets: list[list[int]] | None = None,

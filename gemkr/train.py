@@ -128,12 +128,14 @@ def fit(model: torch.nn.Module, loss_fn: Callable, epoch_batches: Callable[[int]
 
 
 def lm_batches(docs: list, batch_size: int, rng, bos: int, eos: int, pad: int,
-               max_len: int = 128) -> Iterable[dict]:
-    """Shuffled batches of whole passages ``[bos] doc [eos]`` for LLM knowledge pretraining
-    ("LLM as knowledge base"). Labels are masked by length, not by pad id (pad may equal eos)."""
+               max_len: int = 128, add_eos: bool = True) -> Iterable[dict]:
+    """Shuffled batches of passages ``[bos] doc [eos]`` for LLM knowledge pretraining ("LLM as
+    knowledge base"); ``add_eos=False`` when `docs` carry their EOS where they end. Labels are
+    masked by length, not by pad id (pad may equal eos)."""
     order = rng.permutation(len(docs))
+    end = [eos] if add_eos else []
     for s in range(0, len(order), batch_size):
-        seqs = [[bos, *map(int, docs[i][: max_len - 2]), eos] for i in order[s:s + batch_size]]
+        seqs = [[bos, *map(int, docs[i][: max_len - 2]), *end] for i in order[s:s + batch_size]]
         n = max(map(len, seqs))
         ids = torch.full((len(seqs), n), pad, dtype=torch.long)
         labels = torch.full((len(seqs), n), -100, dtype=torch.long)

@@ -92,3 +92,18 @@ def test_checkpoint_roundtrip_and_resume(setup, tmp_path):
     assert len(again["history"]) == 4
     state = train.load_checkpoint(tmp_path / "ck", model)
     assert state["epoch"] == 2
+
+
+def test_trace_of_a_clue_shrinks_to_its_passages(setup):
+    from gemkr import explore
+    from gemkr.tokenizer import load_tokenizer
+
+    cfg, model, index, docs = setup
+    tok = load_tokenizer("smollm2")
+    batch = Batch(images=torch.zeros(1, 3, 32, 32), objects=torch.zeros(1, 1, 32),
+                  mask=torch.tensor([[False]]), texts=["What is this?"])
+    clue = list(target_clue(index, docs[3], max_tokens=9).tokens)
+    steps = explore.trace(model, batch, index, clue, tok)
+    assert len(steps) == len(clue) + 1 and steps["passages"].is_monotonic_decreasing
+    assert steps["passages"].iloc[-1] == 1 and (steps["allowed tokens"] > 0).all()
+    assert steps["taken"].iloc[-1] == "(end)"

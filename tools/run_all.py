@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import subprocess
 import sys
 import time
@@ -138,7 +139,8 @@ def run_notebook(name: str, params: dict, profile: str, log_path: Path) -> tuple
     unknown = False
     with open(log_path, "w", encoding="utf-8") as log:
         proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
+            env={**os.environ, "GEMKR_BATCH": "1"},  # no interactive widgets in batch runs
         )
         assert proc.stdout is not None
         for line in proc.stdout:

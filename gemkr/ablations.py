@@ -1,0 +1,139 @@
+"""Notebook 06's variants: each is a set of config switches (training) and/or decoding settings
+applied to the one code path of `trained` and `decoding`, never a copy of code.
+
+Every trained variant uses the same shorter schedule (``ablation_epochs`` over
+``ablation_train_questions`` questions), the full model included, so differences come from the
+switch and not from the schedule. Decoding variants reuse the full model of that schedule.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    group: str
+    what: str  # one line for the table
+    train: dict = field(default_factory=dict)  # config overrides (retrains)
+    decode: dict = field(default_factory=dict)  # DecodeConfig changes (reuses the full model)
+
+
+VARIANTS = (
+    Variant("full model", "reference", "object-aware prefix, dual-flow, LoRA, image + question"),
+    Variant("w/o object features", "visual prefix", "prefix = learned rows only",
+            train={"object_features": False}),
+    Variant("w/o dual-flow attention", "visual prefix", "prefix keys joined to the image softmax",
+            train={"dual_flow": False}),
+    Variant("w/o LoRA", "LLM", "LLM fully frozen; only the visual side trains",
+            train={"use_lora": False}),
+    Variant("w/o object features & LoRA", "LLM", "both removed",
+            train={"object_features": False, "use_lora": False}),
+    Variant("caption instead of image", "input", "no visual tokens; question + caption",
+            train={"use_image": False}),
+    Variant("image only", "input", "visual tokens; no question, no caption",
+            train={"use_text": False}),
+    Variant("question only", "input", "no visual tokens, no caption",
+            train={"use_image": False, "use_caption": False}),
+    Variant("oracle boxes", "detector", "exact boxes instead of YOLO's, train and test",
+            train={"det_oracle_boxes": True}),
+    Variant("unconstrained decoding", "decoding", "free beam search; clues mapped afterwards",
+            decode={"constrained": False}),
+    Variant("official clue rules", "decoding", "cap only: no stop-when-unique, no minimum length",
+            decode={"stop_when_unique": False, "min_clue_tokens": 1}),
+    Variant("clue cap 4 tokens", "decoding", "max_clue_tokens 4 instead of 9",
+            decode={"max_clue_tokens": 4}),
+    Variant("plain beams", "decoding", "10 beams in one group, no diversity penalty",
+            decode={"num_beam_groups": 1, "diversity_penalty": 0.0}),
+)
+
+
+def variant_config(cfg, variant: Variant):
+    """The config a variant trains with: the common ablation schedule plus its switches."""
+    return dataclasses.replace(cfg, epochs=cfg.ablation_epochs,
+                               train_questions=cfg.ablation_train_questions, **variant.train)
+
+
+def table() -> pd.DataFrame:
+    """The variants as a table (name, group, what, switches)."""
+    return pd.DataFrame([{"variant": v.name, "group": v.group, "what": v.what,
+                          "switches": ", ".join(f"{k}={val}" for k, val in
+                                                (v.train | v.decode).items()) or "-"}
+                         for v in VARIANTS])
+
+
+def slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in name.lower()).strip("_")
+
+
+def run_variants(cfg, base, kb_name: str, variants=VARIANTS, device: str = "cpu",
+                 progress: bool = True):
+    """Train (or load) and score every variant on the test split of `kb_name`.
+
+    `base` is the full pipeline of notebook 04 (benchmark, indexes, vision tower and LLM are
+    shared). Returns (scores with one row per variant and relevance mode, runs by variant name,
+    training info by variant name)."""
+    from tqdm.auto import tqdm
+
+    from . import evaluate, trained
+    from .decoding import DecodeConfig
+
+    kb = base.bench.kb[kb_name]
+    texts = dict(zip(kb["pid"].tolist(), kb["text"].tolist(), strict=True))
+    pipes, rows, runs, infos = {}, [], {}, {}
+    for v in tqdm(variants, desc="ablation variants", disable=not progress):
+        vcfg = variant_config(cfg, v) if not v.decode else variant_config(cfg, VARIANTS[0])
+        if v.decode and VARIANTS[0].name in pipes:
+            p = pipes[VARIANTS[0].name]
+        else:
+            p = trained.pipeline(vcfg, variant=f"ablation-{slug(v.name)}", train_if_missing=True,
+                                 device=device, parts=base)
+            pipes[v.name] = p
+            infos[v.name] = p.info["gemkr"]
+        questions = p.questions("test")
+        if cfg.ablation_eval_queries and cfg.ablation_eval_queries < len(questions):
+            questions = questions.sample(n=cfg.ablation_eval_queries, random_state=cfg.seed
+                                         ).sort_index().reset_index(drop=True)
+        dcfg = DecodeConfig.from_config(cfg, **v.decode)
+        run = evaluate.gemkr_search(p.model, p.inputs, questions, p.indexes[kb_name], dcfg,
+                                    desc=v.name)
+        runs[v.name] = run
+        run.qids = questions["qid"].tolist()
+        rows.append(evaluate.score(run, questions, texts, cfg.eval_ks, cfg.answer_lowercase)
+                    .assign(variant=v.name, group=v.group, seconds_per_query=run.seconds /
+                            max(len(questions), 1)))
+    return pd.concat(rows, ignore_index=True), runs, infos
+
+
+def clue_table(runs: dict, tok) -> pd.DataFrame:
+    """Every clue of every variant's run: variant, qid, rank, clue text, tokens, corpus count
+    and number of passages it maps to."""
+    rows = [{"variant": name, "qid": qid, "rank": r, "clue": tok.decode(list(c.tokens)),
+             "tokens": len(c.tokens), "count": c.count, "passages": len(c.docs)}
+            for name, run in runs.items() for qid, clues in zip(run.qids, run.clues, strict=True)
+            for r, c in enumerate(clues)]
+    return pd.DataFrame(rows)
+
+
+def save_clues(profile: str, clues: pd.DataFrame):
+    """Write the variants' clues for notebook 07 (``artifacts/<profile>/06_ablations/``)."""
+    from .artifacts import atomic_path
+    from .paths import artifacts_dir
+
+    path = artifacts_dir(profile, "06_ablations") / "clues.parquet"
+    with atomic_path(path) as tmp:
+        clues.to_parquet(tmp, index=False)
+    return path
+
+
+def load_clues(profile: str) -> pd.DataFrame:
+    from .paths import artifacts_dir
+
+    path = artifacts_dir(profile, "06_ablations") / "clues.parquet"
+    if not path.exists():
+        raise FileNotFoundError(f"no variant clues in {path}: run notebook 06_ablations first")
+    return pd.read_parquet(path)

@@ -1,0 +1,53 @@
+"""Notebook 08's case-study figure: image with detected boxes, question, top clues with their
+corpus counts, and the retrieved passages marked right or wrong."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pandas as pd
+
+
+def pick_cases(questions: pd.DataFrame, ranked: list[list[int]], n: int) -> pd.DataFrame:
+    """About half successes (gold passage first) and half failures (gold not in the top 5), in
+    question order; fills up from the other kind when one is short."""
+    q = questions.assign(hit1=[g in r[:1] for g, r in zip(questions.gold_pid, ranked,
+                                                            strict=True)],
+                         hit5=[g in r[:5] for g, r in zip(questions.gold_pid, ranked,
+                                                          strict=True)],
+                         position=range(len(questions)))
+    good, bad = q[q.hit1], q[~q.hit5]
+    k = min(len(good), n // 2)
+    take = pd.concat([good.head(k), bad.head(n - k)])
+    if len(take) < n:
+        take = pd.concat([take, q.drop(index=take.index).head(n - len(take))])
+    return take.assign(outcome=take.hit1.map({True: "success", False: "failure"}))
+
+
+def case_figure(cases: pd.DataFrame, clues: list, ranked: list[list[int]], bench, dets,
+                kb_text: dict[int, str], tok, n_clues: int = 3, n_passages: int = 3):
+    """One row per case: the image with detected boxes (left) and the text panel (right)."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    fig, axes = plt.subplots(len(cases), 2, figsize=(11, 2.6 * len(cases)),
+                             gridspec_kw={"width_ratios": [1, 3.2]}, squeeze=False)
+    for (ax_img, ax_txt), case in zip(axes, cases.itertuples(), strict=True):
+        ax_img.imshow(bench.image(case.scene_id))
+        for d in dets[dets.scene_id == case.scene_id].itertuples():
+            ax_img.add_patch(Rectangle((d.x0, d.y0), d.x1 - d.x0, d.y1 - d.y0, fill=False,
+                                       lw=1.2, color="tab:orange"))
+            ax_img.text(d.x0, d.y0, d.label, fontsize=6, va="bottom", color="k",
+                        bbox={"facecolor": "tab:orange", "alpha": 0.7, "pad": 0.2, "lw": 0})
+        ax_img.set_axis_off()
+        lines = [f"[{case.outcome}] Q: {case.text}", f"answer object: {case.target_name}",
+                 "clues (count in KB): " + " | ".join(
+                     f"{tok.decode(list(c.tokens))!r} ({c.count})"
+                     for c in clues[case.position][:n_clues])]
+        for pid in ranked[case.position][:n_passages]:
+            mark = "✓" if pid == case.gold_pid else "✗"
+            lines.append(f"{mark} {textwrap.shorten(kb_text[pid], 95)}")
+        ax_txt.text(0, 1, "\n".join(lines), va="top", fontsize=7.5, family="DejaVu Sans")
+        ax_txt.set_axis_off()
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,157 @@
+"""The scoring harness of notebooks 05-08: every method returns ranked passage ids per query, and
+one function scores them all (`metrics.score_run`), so GeMKR and the baselines are compared on the
+same queries with the same metric code. Latency is measured the same way for every method: the
+batched run gives throughput, a sample of single-query calls gives per-query latency.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from . import examples, metrics
+from .decoding import Clue, DecodeConfig, rank_passages
+
+
+@dataclass
+class Run:
+    """One method's answers to a list of queries."""
+
+    method: str
+    ranked: list[list[int]]
+    seconds: float  # wall time of the whole (batched) run
+    clues: list[list[Clue]] = field(default_factory=list)  # GeMKR only
+    qids: list = field(default_factory=list)  # question ids, when the caller records them
+
+    @property
+    def qps(self) -> float:
+        return len(self.ranked) / max(self.seconds, 1e-9)
+
+
+def gemkr_search(model, inputs: dict, questions: pd.DataFrame, index, dcfg: DecodeConfig,
+                 batch_size: int = 16, desc: str = "GeMKR") -> Run:
+    """Constrained decoding for every question; the retrieval is the clues' passages in clue
+    order (de-duplicated), as the official evaluation ranks them."""
+    clues, start = [], time.perf_counter()
+    for s in tqdm(range(0, len(questions), batch_size), desc=desc, leave=False):
+        batch = examples.make_batch(questions.iloc[s:s + batch_size], inputs)
+        clues += model.retrieve(batch, index, dcfg)
+    ranked = [rank_passages(c) for c in clues]
+    return Run(desc, ranked, time.perf_counter() - start, clues)
+
+
+def latency(call: Callable[[int], object], n_queries: int, sample: int, seed: int = 0) -> dict:
+    """Per-query latency of single-query calls ``call(i)`` on a fixed random sample."""
+    rng = np.random.default_rng(seed)
+    take = rng.choice(n_queries, size=min(sample, n_queries), replace=False)
+    times = []
+    for i in take:
+        start = time.perf_counter()
+        call(int(i))
+        times.append(time.perf_counter() - start)
+    ms = np.asarray(times) * 1e3
+    return {"latency_ms_mean": float(ms.mean()), "latency_ms_p50": float(np.percentile(ms, 50)),
+            "latency_ms_p95": float(np.percentile(ms, 95)), "latency_queries": len(ms)}
+
+
+def score(run: Run, questions: pd.DataFrame, texts: dict[int, str], ks: Sequence[int],
+          lowercase: bool = True) -> pd.DataFrame:
+    """Both relevance modes of a run (gold passage id; answer substring)."""
+    return metrics.score_run(run.ranked, questions["gold_pid"].tolist(),
+                             questions["answers"].tolist(), texts, ks=ks, lowercase=lowercase)
+
+
+def by_category(run: Run, questions: pd.DataFrame, texts: dict[int, str],
+                ks: Sequence[int]) -> pd.DataFrame:
+    """Gold-id scores of a run per object category."""
+    rows = []
+    for cat, idx in questions.groupby("category").indices.items():
+        sub = questions.iloc[idx]
+        part = Run(run.method, [run.ranked[i] for i in idx], 0.0)
+        s = score(part, sub, texts, ks).query("relevance == 'gold_id'").assign(category=cat)
+        rows.append(s)
+    return pd.concat(rows, ignore_index=True)
+
+
+# ------------------------------------------------------------------------ CLIP dense retrieval
+class ClipDense:
+    """Dense retrieval with the kit's contrastively trained image tower against the KB passages
+    embedded by its (locked) MiniLM text tower: image -> passage, or image + question -> passage
+    (sum of the two unit vectors, renormalised)."""
+
+    def __init__(self, clip, clip_tokenizer, dense_text):
+        self.clip, self.tokenizer, self.dense = clip, clip_tokenizer, dense_text
+
+    @torch.no_grad()
+    def search(self, images: torch.Tensor, texts: Sequence[str] | None = None, k: int = 10,
+               batch: int = 256) -> tuple[list[list[int]], float]:
+        start = time.perf_counter()
+        q = torch.cat([self.clip.encode_image(images[s:s + batch], normalize=True)
+                       for s in range(0, len(images), batch)])
+        if texts is not None:
+            q = torch.nn.functional.normalize(q + torch.as_tensor(self.dense.embed(texts)), dim=-1)
+        _, idx = self.dense.index.search(q.numpy().astype(np.float32), min(k, len(self.dense.pids)))
+        ranked = [self.dense.pids[row[row >= 0]].tolist() for row in idx]
+        return ranked, time.perf_counter() - start
+
+
+# ----------------------------------------------------------------------- all methods on one KB
+def query_views(questions: pd.DataFrame, inputs: dict) -> dict:
+    """What each kind of method may read about the questions."""
+    rows = [inputs["row"][int(s)] for s in questions["scene_id"].tolist()]
+    return {"question": questions["question"].tolist(),
+            "question + caption": (questions["question"] + " " + questions["caption"]).tolist(),
+            "images": inputs["images"][torch.as_tensor(rows, dtype=torch.long)],
+            "oracle": questions["target_name"].tolist()}
+
+
+def methods(model, inputs: dict, index, dcfg: DecodeConfig, bm25, dense, clip_dense,
+            random_floor, k: int = 10) -> dict[str, Callable[[pd.DataFrame], Run]]:
+    """name -> function(questions) -> Run, for GeMKR and every baseline of DESIGN §6."""
+    def wrap(name, fn):
+        def run(q):
+            ranked, seconds = fn(q, query_views(q, inputs))
+            return Run(name, ranked, seconds)
+        return run
+
+    return {
+        "GeMKR": lambda q: gemkr_search(model, inputs, q, index, dcfg),
+        "BM25 (question)": wrap("BM25 (question)", lambda q, v: bm25.search(v["question"], k)),
+        "BM25 (question + caption)": wrap(
+            "BM25 (question + caption)", lambda q, v: bm25.search(v["question + caption"], k)),
+        "MiniLM (question)": wrap("MiniLM (question)",
+                                  lambda q, v: dense.search(v["question"], k)),
+        "MiniLM (question + caption)": wrap(
+            "MiniLM (question + caption)", lambda q, v: dense.search(v["question + caption"], k)),
+        "CLIP (image)": wrap("CLIP (image)", lambda q, v: clip_dense.search(v["images"], k=k)),
+        "CLIP (image + question)": wrap(
+            "CLIP (image + question)",
+            lambda q, v: clip_dense.search(v["images"], v["question"], k=k)),
+        "oracle (object name, BM25)": wrap("oracle (object name, BM25)",
+                                           lambda q, v: bm25.search(v["oracle"], k)),
+        "random": wrap("random", lambda q, v: random_floor.search(v["question"], k)),
+    }
+
+
+def evaluate_methods(runners: dict, splits: dict[str, pd.DataFrame], texts: dict[int, str],
+                     ks: Sequence[int], lowercase: bool = True, latency_sample: int = 20,
+                     seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """Run every method on every split; (scores, latency table, runs[(split, method)])."""
+    scores, speed, runs = [], [], {}
+    for split, q in splits.items():
+        for name, runner in tqdm(runners.items(), desc=f"methods on {split}", leave=False):
+            run = runner(q)
+            runs[(split, name)] = run
+            scores.append(score(run, q, texts, ks, lowercase).assign(split=split, method=name))
+            if split == next(iter(splits)):  # latency once, on the first split's queries
+                lat = latency(lambda i, r=runner, q=q: r(q.iloc[[i]]), len(q), latency_sample,
+                              seed)
+                speed.append({"method": name, "queries": len(q), "seconds": run.seconds,
+                              "qps": run.qps, **lat})
+    return pd.concat(scores, ignore_index=True), pd.DataFrame(speed), runs

@@ -1,0 +1,93 @@
+"""Notebook 08's decoding explorer: step through the constrained decoding of one question.
+
+`trace` replays a clue token by token: at each step, which tokens the index allows next, which of
+them the model prefers (probability renormalised over the allowed set, as the constrained search
+sees them), and how many passages still contain the clue. The ipywidgets front end in notebook 08
+only calls this function, so a test can check what a student would see.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .index import CorpusIndex
+from .model import Batch, GeMKR
+
+
+@torch.no_grad()
+def next_token_logprobs(model: GeMKR, batch: Batch, prefix: list[int]) -> torch.Tensor:
+    """Log-probabilities of the next clue token after the prompt of a one-question batch and
+    `prefix` (full forward pass; explorer use only)."""
+    embeds, mask, _ = model.inputs(Batch(batch.images, batch.objects, batch.mask, batch.texts))
+    if prefix:
+        extra = model.llm.get_input_embeddings()(torch.tensor([prefix], device=embeds.device))
+        embeds = torch.cat([embeds, extra], 1)
+        mask = torch.cat([mask, mask.new_ones(1, len(prefix))], 1)
+    out = model.llm(inputs_embeds=embeds, attention_mask=mask,
+                    position_ids=(mask.cumsum(-1) - 1).clamp(min=0), logits_to_keep=1)
+    return torch.log_softmax(out.logits[0, -1].float(), -1)
+
+
+def trace(model: GeMKR, batch: Batch, index: CorpusIndex, tokens: list[int], tok,
+          top: int = 5) -> pd.DataFrame:
+    """One row per step of the clue `tokens`: allowed-set size, passages still containing the
+    clue, the model's top allowed tokens (probability over the allowed set) and the token taken."""
+    rows, state = [], index.root()
+    for step in range(len(tokens) + 1):
+        allowed = index.allowed(state)
+        allowed = allowed[allowed < model.llm.get_input_embeddings().weight.shape[0]]
+        logp = next_token_logprobs(model, batch, tokens[:step])
+        cand = logp[torch.as_tensor(allowed, dtype=torch.long)]
+        p = torch.softmax(cand, -1).numpy() if len(allowed) else np.zeros(0)
+        best = np.argsort(-p)[:top]
+        rows.append({
+            "step": step, "clue so far": tok.decode(tokens[:step]),
+            "allowed tokens": int(len(allowed)),
+            "passages": int(index.num_docs if step == 0 else len(index.state_docs(state))),
+            "model's top allowed": ", ".join(f"{tok.decode([int(allowed[i])])!r} {p[i]:.2f}"
+                                              for i in best),
+            "taken": tok.decode([tokens[step]]) if step < len(tokens) else "(end)"})
+        if step < len(tokens):
+            state = index.extend(state, int(tokens[step]))
+    return pd.DataFrame(rows)
+
+
+def batch_mode() -> bool:
+    """True in papermill / test runs (``GEMKR_BATCH=1``, set by run_all.sh and run_tests.sh)."""
+    import os
+
+    return os.environ.get("GEMKR_BATCH") == "1"
+
+
+def widget(pipeline, questions, index, dcfg):
+    """The ipywidgets explorer: pick a test question (or type one for its scene) and read the
+    trace of its top clue (`trace`)."""
+    import ipywidgets as w
+    from IPython.display import display
+
+    from .evaluate import gemkr_search
+    from .examples import make_batch
+
+    pick = w.Dropdown(options=[(f"{q.qid}: {q.question}", i) for i, q in
+                               enumerate(questions.itertuples())], description="question")
+    typed = w.Text(placeholder="or type a question about this scene", description="ask")
+    out = w.Output()
+
+    def show(*_):
+        q = questions.iloc[[pick.value]].copy()
+        if typed.value.strip():
+            q["text"] = typed.value.strip() + " " + q["caption"]
+        run = gemkr_search(pipeline.model, pipeline.inputs, q, index, dcfg)
+        tokens = list(run.clues[0][0].tokens) if run.clues[0] else []
+        with out:
+            out.clear_output()
+            print("input:", q["text"].iloc[0])
+            display(trace(pipeline.model, make_batch(q, pipeline.inputs), index, tokens,
+                          pipeline.tok))
+
+    pick.observe(show, "value")
+    typed.on_submit(show)
+    show()
+    return w.VBox([pick, typed, out])

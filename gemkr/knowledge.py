@@ -1,0 +1,152 @@
+"""Stage 2 of notebook 04: the in-kit LLM learns the knowledge base ("LLM as knowledge base").
+
+A randomly initialised LLaMA is a poor generative retriever: with its weights frozen, LoRA alone
+cannot steer it (its logits stay near uniform), so before GeMKR's instruction tuning the kit
+pretrains it with next-token prediction on the KB passages: ``llm_pretrain_context="bos"``
+learns plain ``[bos] passage``; ``"recall"`` (default) puts each passage after the instruction
+template whose input names it among other KB entries (`recall_batches`), so that the LLM also
+learns to read a name in its prompt and write that entry's passage, as a pretrained LLM can. The
+constrained decoder only ever lets a clue of at most ``clue_max_tokens`` run, so CPU profiles
+train on the first ``llm_pretrain_tokens`` tokens of each passage (the part clues are made of);
+the `paper`/`small` LLMs come pretrained and skip this stage.
+
+Why the kit computes this loss itself: the output layer of a small LLM over SmolLM2's 49,152-token
+vocabulary is most of its training cost on a CPU, while the KB uses ~16K distinct tokens and the
+constrained decoder can never emit any other. `lm_loss_over` takes the softmax over the KB's
+tokens only (exactly a model whose output is restricted to them); GeMKR tuning and decoding then
+use the full output layer, where the never-trained rows keep their small initial logits.
+
+`verbatim_share` measures what the LLM holds: the share of passages whose next tokens it writes
+exactly (greedy, unconstrained) after seeing their first few.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+import torch
+
+from .index import CorpusIndex
+
+
+def passage_starts(index: CorpusIndex, numbers, max_tokens: int) -> list[np.ndarray]:
+    """The first `max_tokens` token ids of the given passages (index numbers), as stored, with
+    the passage's EOS when it ends within them (a cut passage gets none: it does not end there)."""
+    eos = np.asarray([index.eos])
+    return [np.concatenate([index.passage_tokens(int(n)), eos])[:max_tokens] for n in numbers]
+
+
+def pretraining_set(index: CorpusIndex, first: list[int], size: int | None, seed: int) -> list[int]:
+    """Index numbers of the passages the LLM learns: `first` (the object passages), then a fixed
+    random sample of the others up to `size` passages (None = every passage)."""
+    first = list(dict.fromkeys(int(n) for n in first))
+    rest = np.setdiff1d(np.arange(index.num_docs), first)
+    n = len(rest) if size is None else max(0, min(len(rest), size - len(first)))
+    extra = np.sort(np.random.default_rng([seed, 4, 2]).choice(rest, size=n, replace=False))
+    return first + extra.tolist()
+
+
+class OutputVocab:
+    """The token ids a corpus uses (plus EOS) and the map from full ids to their positions."""
+
+    def __init__(self, docs: list[np.ndarray], eos: int, vocab_size: int):
+        ids = np.unique(np.concatenate([*docs, [eos]]).astype(np.int64))
+        self.ids = torch.from_numpy(ids)
+        self.position = torch.full((vocab_size,), -100, dtype=torch.long)
+        self.position[self.ids] = torch.arange(len(ids))
+
+
+def lm_loss_over(llm, batch: dict, vocab: OutputVocab) -> torch.Tensor:
+    """Next-token cross-entropy with the softmax over `vocab` only (tied output rows)."""
+    dev = llm.get_input_embeddings().weight.device
+    hidden = llm.model(input_ids=batch["input_ids"].to(dev),
+                       attention_mask=batch["attention_mask"].to(dev)).last_hidden_state
+    labels = batch["labels"][:, 1:].to(dev)
+    valid = labels != -100
+    target = vocab.position.to(dev)[labels[valid]]
+    logits = hidden[:, :-1][valid] @ llm.get_output_embeddings().weight[vocab.ids.to(dev)].T
+    return torch.nn.functional.cross_entropy(logits.float(), target)
+
+
+@torch.no_grad()
+def verbatim_share(llm, docs: list[np.ndarray], starts: list[list[int]], given: int = 2,
+                   check: int = 6, batch: int = 256) -> float:
+    """Share of passages whose next `check` tokens (fewer where the passage start given in
+    `docs`, see `passage_starts`, ends sooner) the LLM writes exactly, greedily and without
+    constraint, after its context in `starts` (``[bos]``, or the instruction template) and the
+    passage's first `given` tokens."""
+    items = [([*st, *d[:given].tolist()], d[given:given + check].tolist())
+             for d, st in zip(docs, starts, strict=True) if len(d) > given]
+    if not items:
+        return float("nan")
+    was_training = llm.training
+    llm.eval()
+    dev = llm.get_input_embeddings().weight.device
+    hits = 0
+    by_len: dict[int, list] = {}
+    for item in items:  # equal prompt lengths batch without padding
+        by_len.setdefault(len(item[0]), []).append(item)
+    for group in by_len.values():
+        for s in range(0, len(group), batch):
+            chunk = group[s:s + batch]
+            ids = torch.tensor([p for p, _ in chunk], device=dev)
+            for _ in range(check):
+                nxt = llm(input_ids=ids, logits_to_keep=1).logits[:, -1].argmax(-1)
+                ids = torch.cat([ids, nxt[:, None]], 1)
+            out = ids[:, len(chunk[0][0]):].tolist()
+            hits += sum(o[:len(t)] == t for o, (_, t) in zip(out, chunk, strict=True))
+    llm.train(was_training)
+    return hits / len(items)
+
+
+def passage_name(text: str) -> str:
+    """The first lemma of a ``"lemma, lemma: gloss"`` passage (the name an object goes by)."""
+    return text.split(":", 1)[0].split(",", 1)[0].strip()
+
+
+def recall_batches(docs: list[np.ndarray], names: list[str], tok, bos: int, pad: int,
+                   batch_size: int, rng, max_others: int = 3,
+                   fillers: list[str] | None = None) -> Iterable[dict]:
+    """Shuffled batches of *in-context recall* sequences: the instruction template whose input
+    names 1 to 1 + `max_others` KB entries (``"a picture of a teapot and an owl"``), followed by
+    the opening of one of those entries' passages. Every passage is the answer once per epoch.
+    With `fillers`, a random one (e.g. another passage's gloss) precedes the names, so that the
+    recall does not depend on where in the input the names stand.
+
+    This is the kit's CPU stand-in for what a pretrained LLM brings to GeMKR besides knowledge:
+    reading a name in the prompt and recalling its passage. It uses KB passages only (no
+    question, no image, nothing of the benchmark's splits); which entry the question is about is
+    left to GeMKR's instruction tuning. Labels cover the passage tokens only."""
+    from .detect import caption
+    from .model import template_ids
+
+    order = rng.permutation(len(docs))
+    after = template_ids(tok, bos)[1]
+    for s in range(0, len(order), batch_size):
+        seqs, starts = [], []
+        for i in order[s:s + batch_size]:
+            others = rng.choice(len(docs), size=rng.integers(0, max_others + 1), replace=False)
+            shown = [int(i), *(int(o) for o in others if o != i)]
+            rng.shuffle(shown)
+            text = caption([names[j] for j in shown])
+            if fillers:
+                text = f"{fillers[int(rng.integers(len(fillers)))]} {text}"
+            before = template_ids(tok, bos, text)[0]
+            prompt = before + after
+            seqs.append(prompt + docs[i].tolist())
+            starts.append(len(prompt))
+        n = max(map(len, seqs))
+        ids = torch.full((len(seqs), n), pad, dtype=torch.long)
+        labels = torch.full((len(seqs), n), -100, dtype=torch.long)
+        mask = torch.zeros((len(seqs), n), dtype=torch.long)
+        for r, (seq, st) in enumerate(zip(seqs, starts, strict=True)):
+            ids[r, :len(seq)] = torch.tensor(seq)
+            labels[r, st:len(seq)] = torch.tensor(seq[st:])
+            mask[r, :len(seq)] = 1
+        yield {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def gloss_fillers(texts: list[str], max_words: int = 10) -> list[str]:
+    """Filler inputs for `recall_batches`: the first words of each passage's gloss."""
+    return [" ".join(t.split(":", 1)[-1].split()[:max_words]) for t in texts]

@@ -1,0 +1,336 @@
+"""The three trained parts of GeMKR, each trained once and cached (notebook 04 trains them,
+notebooks 05-08 load them).
+
+1. ``vision_tower``: the kit's open_clip ViT, trained contrastively (`pretrain`).
+2. ``knowledge_llm``: the in-kit LLaMA pretrained on the KB passages (`knowledge`); pretrained
+   LLMs (``small``/``paper``) are loaded as they are.
+3. ``gemkr_model``: frozen ViT + object-aware prefix, visual-token projection, frozen LLM + LoRA,
+   instruction-tuned on clue targets. Ablation variants are config switches and get their own
+   cache entries (named by `variant`).
+
+Each cache key holds the settings, seed, upstream keys and the hash of the gemkr sources the stage
+runs, so editing a plot does not retrain and editing the model does. Training checkpoints live in
+``_ckpt/`` beside the caches so an interrupted run resumes; the caches hold only the final
+trainable tensors (safetensors) and a JSON of the run (loss history, wall time, measurements).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import artifacts, examples, knowledge, pretrain, train
+from .model import GeMKR, add_lora, build_llm, template_ids
+from .paths import artifacts_dir
+from .vision import PrefixViT, VisualTokens, create_clip
+
+STAGE = "04_training"
+VISION_FIELDS = ("vision", "vit_width", "vit_layers", "vit_heads", "vit_patch", "vit_image_size",
+                 "vision_epochs", "vision_batch", "vision_lr")
+LLM_FIELDS = ("llm", "llm_hidden", "llm_layers", "llm_heads", "llm_pretrain_tokens",
+              "llm_pretrain_passages", "llm_pretrain_context",
+              "llm_pretrain_epochs", "llm_pretrain_batch", "llm_pretrain_lr")
+GEMKR_FIELDS = ("prefix_len", "dual_flow", "object_features", "mask_empty_slots", "use_lora",
+                "use_image", "use_text", "use_caption", "det_oracle_boxes", "max_objects",
+                "lora_r", "lora_alpha", "lora_dropout", "epochs", "batch_size", "grad_accum",
+                "lr", "min_lr", "warmup_steps", "weight_decay", "train_questions",
+                "clue_max_tokens", "min_clue_tokens")
+
+
+class NotTrainedError(RuntimeError):
+    """A downstream notebook asked for a model notebook 04 has not trained yet."""
+
+
+def _fields(cfg, names) -> dict:
+    return {n: getattr(cfg, n) for n in names}
+
+
+def _cache(cfg, name: str, parts: tuple, sources: tuple[str, ...], force: bool):
+    return artifacts.stage_cache(artifacts_dir(cfg.profile, STAGE), name,
+                                 key_parts=(*parts, cfg.seed), force=force, sources=sources)
+
+
+def _ckpt(cache) -> Path:
+    return cache.path.parent / "_ckpt" / f"{cache.path.name}-{cache.key}"
+
+
+def _save(cache, model, info: dict) -> None:
+    from safetensors.torch import save_file
+
+    with cache.writing(**{k: v for k, v in info.items() if k != "history"}) as tmp:
+        save_file(train.trainable_state(model), str(tmp / "trainable.safetensors"))
+        artifacts.write_json(tmp / "run.json", info)
+    shutil.rmtree(_ckpt(cache), ignore_errors=True)
+
+
+def _load(cache, model) -> dict:
+    from safetensors.torch import load_file
+
+    model.load_state_dict(load_file(str(cache.path / "trainable.safetensors")), strict=False)
+    return json.loads((cache.path / "run.json").read_text())
+
+
+def _missing(what: str, cache) -> NotTrainedError:
+    return NotTrainedError(f"no trained {what} for these settings in {cache.path}: run notebook "
+                           "04_training (or 06_ablations for a variant) first")
+
+
+# ------------------------------------------------------------------------------ 1 vision tower
+def vision_tower(cfg, bench, kb, *, train_if_missing: bool = True, force: bool = False,
+                 device: str = "cpu"):
+    """(clip model, text tokenizer, run info, cache key) of the contrastively trained ViT."""
+    cache = _cache(cfg, "vision", (bench.meta["content_hash"], _fields(cfg, VISION_FIELDS)),
+                   ("vision.py", "pretrain.py", "train.py"), force)
+    torch.manual_seed(cfg.seed)
+    clip, tokenizer = create_clip(cfg, artifacts_dir(cfg.profile, STAGE) / "open_clip")
+    if cache.valid:
+        return clip.eval(), tokenizer, _load(cache, clip), cache.key
+    if not train_if_missing:
+        raise _missing("vision tower", cache)
+    texts = pretrain.object_passages(bench, kb)
+    data = pretrain.pair_tensors(bench, "train", cfg.vit_image_size)
+    test = pretrain.pair_tensors(bench, "test", cfg.vit_image_size)
+    obj_text = pretrain.text_features(clip, tokenizer, texts)
+    scene_text = pretrain.text_features(clip, tokenizer, data["scene_texts"])
+    before = pretrain.zero_shot_accuracy(clip, test["crops"], test["objs"], obj_text)
+    n_scenes = len(data["scenes"])
+    steps = math.ceil(n_scenes / cfg.vision_batch)
+    out = train.fit(
+        clip, lambda m, b: pretrain.contrastive_loss(m, *b),
+        lambda e: pretrain.vision_batches(data, obj_text, scene_text, cfg.vision_batch,
+                                          np.random.default_rng([cfg.seed, 4, 1, e])),
+        epochs=cfg.vision_epochs, steps_per_epoch=steps, lr=cfg.vision_lr,
+        min_lr=cfg.vision_lr / 10, warmup_steps=min(20, steps), weight_decay=0.05,
+        ckpt_dir=_ckpt(cache), desc="vision pretraining", device=device)
+    after = pretrain.zero_shot_accuracy(clip, test["crops"], test["objs"], obj_text)
+    info = {**out, "zero_shot_before": before, "zero_shot_after": after,
+            "train_crops": len(data["crops"]), "train_scenes": n_scenes,
+            "test_crops": len(test["crops"]), "objects": len(texts)}
+    _save(cache, clip, info)
+    return clip.eval(), tokenizer, info, cache.key
+
+
+# ---------------------------------------------------------------------------- 2 knowledge LLM
+def index_texts(index, tok, numbers) -> list[str]:
+    """Passage texts as the index stores them (decoded token ids)."""
+    return [tok.decode(index.passage_tokens(int(n)).tolist()) for n in numbers]
+
+
+def knowledge_starts(cfg, tok, sp, names: list[str]) -> list[list[int]]:
+    """The context each passage follows in knowledge pretraining (and in the verbatim test):
+    ``[bos]`` (``bos``) or the template naming the passage's entry alone (``recall``)."""
+    if cfg.llm_pretrain_context == "bos":
+        return [[sp.bos]] * len(names)
+    after = template_ids(tok, sp.bos)[1]
+    if cfg.llm_pretrain_context == "recall":
+        from .detect import caption
+
+        return [template_ids(tok, sp.bos, caption([n]))[0] + after for n in names]
+    raise ValueError("llm_pretrain_context is 'bos' or 'recall', not "
+                     f"{cfg.llm_pretrain_context!r}")
+
+
+def knowledge_llm(cfg, index, tok, sp, probe: list[int], *, train_if_missing: bool = True,
+                  force: bool = False, device: str = "cpu"):
+    """(LLM, run info, cache key). ``tiny_llama`` is pretrained on the first
+    ``llm_pretrain_tokens`` tokens of every passage of `index`; `probe` lists the index numbers
+    of passages whose verbatim completion is measured (with a random sample of the rest)."""
+    digest = artifacts.cache_key(index.num_docs, index.num_tokens, index.ids[:50].tolist())
+    cache = _cache(cfg, "llm", (digest, _fields(cfg, LLM_FIELDS)),
+                   ("knowledge.py", "train.py", "model.py"), force)
+    torch.manual_seed(cfg.seed)
+    llm = build_llm(cfg, sp)
+    if cfg.llm != "tiny_llama":  # a pretrained LLM: used as it is
+        return llm.eval(), {"history": [], "seconds": 0.0, "pretrained": cfg.llm}, cache.key
+    if cache.valid:
+        return llm.eval(), _load(cache, llm), cache.key
+    if not train_if_missing:
+        raise _missing("knowledge-pretrained LLM", cache)
+    learn = knowledge.pretraining_set(index, probe, cfg.llm_pretrain_passages, cfg.seed)
+    docs = knowledge.passage_starts(index, learn, cfg.llm_pretrain_tokens)
+    vocab = knowledge.OutputVocab(docs, sp.eos, sp.vocab_size)
+    n_probe = len(dict.fromkeys(probe))
+    probes = {"probe": slice(0, n_probe), "others": slice(n_probe, n_probe + 1000)}
+    texts = index_texts(index, tok, learn)
+    names = [knowledge.passage_name(t) for t in texts]
+    fillers = knowledge.gloss_fillers(texts)
+    starts = knowledge_starts(cfg, tok, sp, names)
+    before = {k: knowledge.verbatim_share(llm, docs[sl], starts[sl]) for k, sl in probes.items()}
+    bs = cfg.llm_pretrain_batch
+
+    def epoch_batches(e):
+        rng = np.random.default_rng([cfg.seed, 4, 2, e])
+        if cfg.llm_pretrain_context == "recall":
+            return knowledge.recall_batches(docs, names, tok, sp.bos, sp.pad, bs, rng,
+                                            fillers=fillers)
+        return train.lm_batches(docs, bs, rng, sp.bos, sp.eos, sp.pad, add_eos=False)
+
+    out = train.fit(
+        llm, lambda m, b: knowledge.lm_loss_over(m, b, vocab), epoch_batches,
+        epochs=cfg.llm_pretrain_epochs, steps_per_epoch=math.ceil(len(docs) / bs),
+        lr=cfg.llm_pretrain_lr, min_lr=cfg.llm_pretrain_lr / 10, warmup_steps=100,
+        weight_decay=0.01, ckpt_dir=_ckpt(cache), desc="LLM knowledge pretraining",
+        device=device)
+    after = {k: knowledge.verbatim_share(llm, docs[sl], starts[sl]) for k, sl in probes.items()}
+    info = {**out, "passages": len(docs), "tokens": int(sum(len(d) for d in docs)),
+            "output_vocab": len(vocab.ids),
+            **{f"verbatim_{k}_before": v for k, v in before.items()},
+            **{f"verbatim_{k}_after": v for k, v in after.items()}}
+    _save(cache, llm, info)
+    return llm.eval(), info, cache.key
+
+
+# ------------------------------------------------------------------------------ 3 GeMKR model
+def assemble(cfg, clip, llm, tok, sp) -> GeMKR:
+    """GeMKR from its parts, with the switches of `cfg` (the ablations' single code path)."""
+    encoder = PrefixViT(clip.visual, prefix_len=cfg.prefix_len, dual_flow=cfg.dual_flow,
+                        object_features=cfg.object_features, mask_empty=cfg.mask_empty_slots)
+    if cfg.use_lora:
+        llm = add_lora(llm, cfg)
+    else:
+        for p in llm.parameters():
+            p.requires_grad_(False)
+    hidden = llm.get_input_embeddings().weight.shape[1]
+    tokens = VisualTokens(encoder.width, hidden)
+    if not cfg.use_image:  # no visual tokens: nothing of the vision side trains
+        for p in [*encoder.parameters(), *tokens.parameters()]:
+            p.requires_grad_(False)
+    return GeMKR(encoder, tokens, llm, tok, sp, use_image=cfg.use_image, use_text=cfg.use_text)
+
+
+def train_subset(questions, n: int | None, seed: int):
+    """All training questions, or a fixed random subset of `n` (the ablations' schedule)."""
+    if n is None or n >= len(questions):
+        return questions.reset_index(drop=True)
+    keep = np.random.default_rng([seed, 4, 3]).choice(len(questions), size=n, replace=False)
+    return questions.iloc[np.sort(keep)].reset_index(drop=True)
+
+
+def gemkr_model(cfg, clip, llm, tok, sp, inputs: dict, questions, targets: list[list[int]],
+                upstream: tuple, *, variant: str = "full", train_if_missing: bool = True,
+                force: bool = False, device: str = "cpu"):
+    """(GeMKR, run info): instruction tuning of the trainable parts on (question, clue) pairs.
+
+    `inputs` are the scene inputs (`examples.scene_inputs`), `questions` the training questions
+    (with a ``text`` column) and `targets` their clue token ids; `upstream` the cache keys of
+    the vision tower, the LLM and the detections."""
+    cache = _cache(cfg, f"gemkr-{variant}", (*upstream, _fields(cfg, GEMKR_FIELDS)),
+                   ("model.py", "vision.py", "examples.py", "train.py", "trained.py"), force)
+    model = assemble(cfg, clip, llm, tok, sp)
+    if cache.valid:
+        return model.eval(), _load(cache, model)
+    if not train_if_missing:
+        raise _missing(f"GeMKR model ({variant})", cache)
+    base = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
+    bs = cfg.batch_size
+    out = train.fit(
+        model, lambda m, b: m(b),
+        lambda e: examples.batches(questions, inputs, targets, bs,
+                                   np.random.default_rng([cfg.seed, 4, 4, e])),
+        epochs=cfg.epochs, steps_per_epoch=math.ceil(len(questions) / bs), lr=cfg.lr,
+        min_lr=cfg.min_lr, warmup_steps=cfg.warmup_steps, weight_decay=cfg.weight_decay,
+        grad_accum=cfg.grad_accum, ckpt_dir=_ckpt(cache), desc=f"GeMKR tuning ({variant})",
+        device=device)
+    unchanged = all(torch.equal(p, base[n]) for n, p in model.named_parameters()
+                    if not p.requires_grad)
+    info = {**out, "variant": variant, "train_questions": len(questions),
+            "base_weights_unchanged": unchanged, "trainable": model.trainable_parameters(),
+            "settings": {k: v for k, v in dataclasses.asdict(cfg).items()
+                         if k in GEMKR_FIELDS}}
+    _save(cache, model, info)
+    return model.eval(), info
+
+
+# ------------------------------------------------------------------------- the whole pipeline
+def detections(cfg, bench):
+    """(detections, captions) the model reads: notebook 02's, or the exact boxes when
+    ``det_oracle_boxes`` (smoke profile; the oracle-box ablation)."""
+    from . import detect
+
+    if cfg.det_oracle_boxes:
+        dets = detect.oracle_detections(bench, cfg.max_objects)
+        return dets, detect.scene_captions(dets, bench.scenes["scene_id"])
+    return detect.load_detections(cfg.profile)
+
+
+def table_key(df) -> str:
+    """A content key of a table (for cache keys of what was computed from it)."""
+    import pandas as pd
+
+    return str(int(pd.util.hash_pandas_object(df, index=False).sum()))
+
+
+@dataclasses.dataclass
+class Pipeline:
+    """Everything notebooks 05-08 need: data, indexes, scene inputs and the trained model."""
+
+    cfg: object
+    bench: object
+    tok: object
+    sp: object
+    indexes: dict
+    captions: dict
+    dets: object
+    inputs: dict
+    clip: object
+    clip_tokenizer: object
+    model: GeMKR
+    info: dict
+
+    def questions(self, split: str):
+        """A split's questions with the model input ``text`` of this configuration."""
+        return examples.model_questions(self.bench.split(split), self.captions,
+                                        self.cfg.use_caption)
+
+
+def pipeline(cfg, *, variant: str = "full", train_if_missing: bool = False,
+             force: bool = False, device: str = "cpu", parts: Pipeline | None = None) -> Pipeline:
+    """Load (or, with `train_if_missing`, train) GeMKR for `cfg` with everything around it.
+
+    `parts`: a pipeline of the same profile whose benchmark, indexes, vision tower and LLM are
+    reused (the ablations change only what sits on top of them)."""
+    from .data import build_benchmark
+    from .kb_index import kb_index
+    from .tokenizer import load_tokenizer, specials
+
+    if parts is None:
+        bench = build_benchmark(cfg)
+        tok = load_tokenizer(cfg.tokenizer)
+        sp = specials(tok)
+        indexes = {n: kb_index(cfg.profile, n, kb, tok, cfg.tokenizer)
+                   for n, kb in bench.kb.items()}
+        clip, clip_tok, vinfo, vkey = vision_tower(cfg, bench, bench.kb[cfg.kb_names[0]],
+                                            train_if_missing=train_if_missing, device=device)
+    else:
+        bench, tok, sp, indexes, clip, clip_tok = (parts.bench, parts.tok, parts.sp,
+                                                   parts.indexes, parts.clip, parts.clip_tokenizer)
+        vinfo, vkey = parts.info["vision"], parts.info["vision_key"]
+    first = indexes[cfg.kb_names[0]]
+    gold = [first.number_of(p) for p in bench.questions["gold_pid"].unique().tolist()]
+    # a fresh copy of the pretrained LLM for every variant (LoRA is injected in place)
+    llm, linfo, lkey = knowledge_llm(cfg, first, tok, sp, gold, train_if_missing=train_if_missing,
+                                     device=device)
+    dets, captions = detections(cfg, bench)
+    if parts is not None and table_key(dets) == table_key(parts.dets):
+        inputs = parts.inputs  # same boxes, same frozen encoder: same scene inputs
+    else:
+        inputs = examples.scene_inputs(bench, dets, clip.visual, cfg.vit_image_size,
+                                       cfg.max_objects)
+    questions = train_subset(examples.model_questions(bench.split("train"), captions,
+                                                      cfg.use_caption),
+                             cfg.train_questions, cfg.seed)
+    targets, _ = examples.clue_targets(questions, indexes[cfg.kb_names[-1]],
+                                       cfg.clue_max_tokens, cfg.min_clue_tokens)
+    model, ginfo = gemkr_model(cfg, clip, llm, tok, sp, inputs, questions, targets,
+                               (vkey, lkey, table_key(dets)), variant=variant,
+                               train_if_missing=train_if_missing, force=force, device=device)
+    info = {"vision": vinfo, "vision_key": vkey, "llm": linfo, "llm_key": lkey, "gemkr": ginfo}
+    return Pipeline(cfg, bench, tok, sp, indexes, captions, dets, inputs, clip, clip_tok, model,
+                    info)
+

@@ -118,13 +118,13 @@ class Config:
         12, "knowledge pretraining reads the first N tokens of each KB-S passage", "04"
     )
     llm_pretrain_passages: int | None = _f(
-        300, "KB-S passages learned: the object passages, then random others (None = all)", "04"
+        200, "KB-S passages learned: the object passages, then random others (None = all)", "04"
     )
     llm_pretrain_context: str = _f(
         "recall", "recall (template naming the entry among others) | bos (plain passages)", "04"
     )
-    llm_pretrain_epochs: int = _f(3, "knowledge pretraining epochs of the in-kit LLM", "04")
-    llm_pretrain_batch: int = _f(64, "passages per knowledge-pretraining batch", "04")
+    llm_pretrain_epochs: int = _f(5, "knowledge pretraining epochs of the in-kit LLM", "04")
+    llm_pretrain_batch: int = _f(32, "passages per knowledge-pretraining batch", "04")
     llm_pretrain_lr: float = _f(3e-3, "peak learning rate of knowledge pretraining", "04")
     use_lora: bool = _f(True, "LoRA on q_proj/v_proj; False: the LLM stays frozen (ablation)", "04")
     use_image: bool = _f(True, "visual tokens in the prompt; False: caption only (ablation)", "04")
@@ -138,10 +138,10 @@ class Config:
     lora_r: int = _f(8, "LoRA rank (paper: 8)", "04")
     lora_alpha: int = _f(16, "LoRA alpha (paper: 16)", "04")
     lora_dropout: float = _f(0.05, "LoRA dropout (paper: 0.05)", "04")
-    epochs: int = _f(2, "GeMKR instruction-tuning epochs (paper: 5)", "04")
+    epochs: int = _f(3, "GeMKR instruction-tuning epochs (paper: 5)", "04")
     batch_size: int = _f(8, "micro-batch size (paper: 12)", "04")
     grad_accum: int = _f(1, "gradient accumulation steps (official runner: 2)", "04")
-    lr: float = _f(2e-3, "peak learning rate (paper: 6e-5 for LLaMA-7B)", "04")
+    lr: float = _f(5e-3, "peak learning rate (paper: 6e-5 for LLaMA-7B)", "04")
     min_lr: float = _f(1e-5, "cosine floor (paper: 1e-5)", "04")
     warmup_steps: int = _f(2, "linear warm-up steps (paper: 200 iterations)", "04")
     weight_decay: float = _f(0.05, "AdamW weight decay on matrices (paper: 0.05)", "04")
@@ -208,6 +208,7 @@ _DEFAULT = dataclasses.replace(
     llm_layers=4,
     llm_heads=4,
     llm_pretrain_passages=1000,  # the 478 object passages + 522 other KB-S passages
+    llm_pretrain_batch=64,
     llm_pretrain_epochs=25,  # ~13 s per epoch (template + names + 12 passage tokens)
     epochs=2,
     batch_size=16,

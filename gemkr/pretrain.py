@@ -53,14 +53,13 @@ def pair_tensors(bench, split: str, size: int) -> dict[str, torch.Tensor]:
             "scene_texts": texts}
 
 
-def object_passages(bench, kb) -> list[str]:
-    """The KB passage of every object of the table, in table order (row i = object id i)."""
-    text_of = dict(zip(kb["synset"].tolist(), kb["text"].tolist(), strict=True))
-    missing = [s for s in bench.objects["synset"].tolist() if s not in text_of]
-    if missing:
-        raise KeyError(f"{len(missing)} object synsets have no passage in the KB, e.g. "
-                       f"{missing[:3]}: pass the KB the objects were built with (KB-S)")
-    return [text_of[s] for s in bench.objects["synset"].tolist()]
+def object_passages(bench) -> list[str]:
+    """The KB passage of every object of the table, in table order (row i = object id i); the
+    same text as the objects' KB-S passages (``"lemma, lemma: gloss"``)."""
+    from .data import wordnet
+
+    nouns = wordnet.load_nouns()
+    return [wordnet.passage_text(nouns[int(s)]) for s in bench.objects["synset"].tolist()]
 
 
 def vision_batches(data: dict, object_text: torch.Tensor, scene_text: torch.Tensor,

@@ -86,8 +86,9 @@ def setup(
         raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
     cfg = get_config(profile, seed, **(overrides or {}))
     logging.basicConfig(
-        level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stdout
+        level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stdout
     )
+    logging.getLogger("gemkr").setLevel(logging.INFO)  # the kit's own messages; libraries warn
     seed_everything(cfg.seed)
     ctx = Context(
         stage=stage,

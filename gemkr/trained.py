@@ -82,7 +82,7 @@ def _missing(what: str, cache) -> NotTrainedError:
 
 
 # ------------------------------------------------------------------------------ 1 vision tower
-def vision_tower(cfg, bench, kb, *, train_if_missing: bool = True, force: bool = False,
+def vision_tower(cfg, bench, *, train_if_missing: bool = True, force: bool = False,
                  device: str = "cpu"):
     """(clip model, text tokenizer, run info, cache key) of the contrastively trained ViT."""
     cache = _cache(cfg, "vision", (bench.meta["content_hash"], _fields(cfg, VISION_FIELDS)),
@@ -93,7 +93,7 @@ def vision_tower(cfg, bench, kb, *, train_if_missing: bool = True, force: bool =
         return clip.eval(), tokenizer, _load(cache, clip), cache.key
     if not train_if_missing:
         raise _missing("vision tower", cache)
-    texts = pretrain.object_passages(bench, kb)
+    texts = pretrain.object_passages(bench)
     data = pretrain.pair_tensors(bench, "train", cfg.vit_image_size)
     test = pretrain.pair_tensors(bench, "test", cfg.vit_image_size)
     obj_text = pretrain.text_features(clip, tokenizer, texts)
@@ -305,8 +305,8 @@ def pipeline(cfg, *, variant: str = "full", train_if_missing: bool = False,
         sp = specials(tok)
         indexes = {n: kb_index(cfg.profile, n, kb, tok, cfg.tokenizer)
                    for n, kb in bench.kb.items()}
-        clip, clip_tok, vinfo, vkey = vision_tower(cfg, bench, bench.kb[cfg.kb_names[0]],
-                                            train_if_missing=train_if_missing, device=device)
+        clip, clip_tok, vinfo, vkey = vision_tower(cfg, bench, train_if_missing=train_if_missing,
+                                                   device=device)
     else:
         bench, tok, sp, indexes, clip, clip_tok = (parts.bench, parts.tok, parts.sp,
                                                    parts.indexes, parts.clip, parts.clip_tokenizer)

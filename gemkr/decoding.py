@@ -114,6 +114,19 @@ def _allowed(index: CorpusIndex, beam: _Beam, dcfg: DecodeConfig, eos: int, voca
     return toks[toks < vocab]
 
 
+def top_indices(values: np.ndarray, n: int) -> np.ndarray:
+    """Indices of the ``n`` largest values, best first, ties by lower index: the same as
+    ``np.argsort(-values, kind="stable")[:n]`` in O(len) rather than O(len log len). At the first
+    step of an unanchored clue every KB token is allowed, and the full sort was 40 % of decoding."""
+    if len(values) <= n:
+        return np.argsort(-values, kind="stable")
+    cut = np.partition(values, len(values) - n)[len(values) - n]  # the n-th largest value
+    above = np.flatnonzero(values > cut)
+    ties = np.flatnonzero(values == cut)[: n - len(above)]
+    sel = np.sort(np.concatenate([above, ties]))
+    return sel[np.argsort(-values[sel], kind="stable")]
+
+
 def _group_step(index: CorpusIndex, dcfg: DecodeConfig, eos: int, step: int, grp: _Group,
                 beams: list[_Beam], logp: np.ndarray, picked: np.ndarray) -> list[tuple]:
     """One step of one beam group: score the allowed continuations of its beams (Hamming
@@ -126,7 +139,7 @@ def _group_step(index: CorpusIndex, dcfg: DecodeConfig, eos: int, step: int, grp
             continue
         allowed = _allowed(index, beam, dcfg, eos, vocab, step)
         lp = logp[j, allowed] - dcfg.diversity_penalty * picked[allowed]
-        top = np.argsort(-lp, kind="stable")[: 2 * k]
+        top = top_indices(lp, 2 * k)
         cand += [(beam.score + float(lp[i]), j, int(allowed[i])) for i in top]
     cand.sort(key=lambda c: -c[0])
     chosen: list[tuple[float, int, int, State | None]] = []
@@ -165,7 +178,7 @@ def beam_search(model, prompt_embeds: torch.Tensor, attention_mask: torch.Tensor
             raise ValueError("anchor='start' needs an index built with a BOS token")
     position = attention_mask.long().cumsum(-1) - 1
     out = model(inputs_embeds=prompt_embeds, attention_mask=attention_mask,
-                position_ids=position.clamp(min=0), use_cache=True)
+                position_ids=position.clamp(min=0), use_cache=True, logits_to_keep=1)
     cache = out.cache
     cache.batch_repeat_interleave(B)
     logits = out.logits[:, -1].float().repeat_interleave(B, dim=0)  # (Q*B, V)

@@ -217,7 +217,7 @@ def gemkr_model(cfg, clip, llm, tok, sp, inputs: dict, questions, targets: list[
                 force: bool = False, device: str = "cpu"):
     """(GeMKR, run info): instruction tuning of the trainable parts on (question, clue) pairs.
 
-    `inputs` are the scene inputs (`examples.scene_inputs`), `questions` the training questions
+    `inputs` are the scene inputs (`scene_inputs`), `questions` the training questions
     (with a ``text`` column) and `targets` their clue token ids; `upstream` the cache keys of
     the vision tower, the LLM and the detections."""
     cache = _cache(cfg, f"gemkr-{variant}", (*upstream, _fields(cfg, GEMKR_FIELDS)),
@@ -257,6 +257,26 @@ def detections(cfg, bench):
         dets = detect.oracle_detections(bench, cfg.max_objects)
         return dets, detect.scene_captions(dets, bench.scenes["scene_id"])
     return detect.load_detections(cfg.profile)
+
+
+def scene_inputs(cfg, bench, dets, clip, vision_key: str, force: bool = False) -> dict:
+    """`examples.scene_inputs` (images, detected objects' CLS features, masks), cached as
+    safetensors next to the models: computing them runs the frozen ViT over every detected crop
+    (about a minute on 2 cores), and notebooks 05, 06 and 08 each need them again."""
+    from safetensors.torch import load_file, save_file
+
+    dkey = table_key(dets)
+    cache = _cache(cfg, f"inputs-{dkey[-8:]}", (bench.meta["content_hash"], vision_key, dkey,
+                                                cfg.vit_image_size, cfg.max_objects),
+                   ("examples.py", "vision.py", "pretrain.py"), force)
+    rows = {int(s): i for i, s in enumerate(bench.scenes["scene_id"].tolist())}
+    if cache.valid:
+        return {**load_file(str(cache.path / "inputs.safetensors")), "row": rows}
+    inputs = examples.scene_inputs(bench, dets, clip.visual, cfg.vit_image_size, cfg.max_objects)
+    with cache.writing(scenes=len(rows)) as tmp:
+        save_file({k: v.contiguous() for k, v in inputs.items() if k != "row"},
+                  str(tmp / "inputs.safetensors"))
+    return inputs
 
 
 def table_key(df) -> str:
@@ -320,8 +340,7 @@ def pipeline(cfg, *, variant: str = "full", train_if_missing: bool = False,
     if parts is not None and table_key(dets) == table_key(parts.dets):
         inputs = parts.inputs  # same boxes, same frozen encoder: same scene inputs
     else:
-        inputs = examples.scene_inputs(bench, dets, clip.visual, cfg.vit_image_size,
-                                       cfg.max_objects)
+        inputs = scene_inputs(cfg, bench, dets, clip, vkey)
     questions = train_subset(examples.model_questions(bench.split("train"), captions,
                                                       cfg.use_caption),
                              cfg.train_questions, cfg.seed)

@@ -20,7 +20,9 @@ and the method needs access to the frozen qkv weights.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import math
 from pathlib import Path
 
@@ -52,12 +54,31 @@ def register_tiny_vit(cfg, config_dir: Path) -> str:
     return TINY_VIT
 
 
+@contextlib.contextmanager
+def _quiet_loading():
+    """Mute two expected notices while the text tower loads: the MiniLM checkpoint's BERT pooler
+    weights go unused (transformers' load report, which also prints the absolute install path)
+    and open_clip's "initialized partially" (the image tower is trained in the kit)."""
+    from transformers.utils import logging as hf_logging
+
+    root, hf_level = logging.getLogger(), hf_logging.get_verbosity()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+        hf_logging.set_verbosity(hf_level)
+
+
 def create_clip(cfg, config_dir: Path):
     """The open_clip model (image tower random, text tower = frozen MiniLM) and its tokenizer."""
     import open_clip
 
     name = register_tiny_vit(cfg, config_dir)
-    model = open_clip.create_model(name, pretrained=None)
+    with _quiet_loading():
+        model = open_clip.create_model(name, pretrained=None)
     model.lock_text_tower(unlocked_layers=0, freeze_layer_norm=True)
     return model, open_clip.get_tokenizer(name)
 

@@ -4,9 +4,11 @@ plain, uncached reference beam search; batching and the paper-text rules behave.
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from gemkr.decoding import DecodeConfig, beam_search, rank_passages
+from gemkr.decoding import DecodeConfig, beam_search, rank_passages, top_indices
 from gemkr.index import CorpusIndex
 
 V, EOS, BOS = 48, 2, 1
@@ -131,3 +133,12 @@ def test_anchor_start_and_batching(model, corpus):
     for c in batch[0]:
         assert all(docs[d][: len(c.tokens)] == list(c.tokens[: len(docs[d])]) or
                    list(c.tokens) == docs[d] + [EOS] for d in c.docs)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from([float("-inf"), -3.0, -1.5, -1.0, 0.0]) | st.floats(-20, 0),
+                min_size=0, max_size=60), st.integers(1, 25))
+def test_top_indices_matches_stable_argsort(values, n):
+    """The partial selection equals the full stable sort it replaces, ties and -inf included."""
+    v = np.asarray(values, dtype=np.float64)
+    assert top_indices(v, n).tolist() == np.argsort(-v, kind="stable")[:n].tolist()

@@ -16,6 +16,11 @@ import pandas as pd
 from .embeddings import encode, minilm_encoder
 
 
+def _cores() -> int:
+    """CPU cores this process may use (``sched_getaffinity`` is Linux-only)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 class BM25:
     """Okapi BM25 over the KB passages (bm25s, lucene variant, English stopwords)."""
 
@@ -34,7 +39,7 @@ class BM25:
         tokens = bm25s.tokenize(list(queries), show_progress=False)
         k = min(k, len(self.pids))
         docs, _ = self.model.retrieve(tokens, k=k, show_progress=False,
-                                      n_threads=len(os.sched_getaffinity(0)))  # 2x on 2 cores
+                                      n_threads=_cores())  # 2x on 2 cores
         ranked = [self.pids[row].tolist() for row in np.asarray(docs)]
         return ranked, time.perf_counter() - start
 

@@ -44,7 +44,7 @@ def encode(encoder, texts: Sequence[str], batch_size: int = 64, fast: bool = Tru
             emb = encoder.encode(texts[s:s + CHUNK], batch_size=batch_size,
                                  normalize_embeddings=True, show_progress_bar=False)
         out.append(np.asarray(emb, dtype=np.float32))
-    dim = encoder.get_sentence_embedding_dimension()
+    dim = encoder.get_embedding_dimension()
     return np.concatenate(out) if out else np.empty((0, dim), np.float32)
 
 
@@ -90,7 +90,7 @@ def passage_embeddings(kbs: dict[str, pd.DataFrame], encoder, root: Path,
         known.update(zip(texts, emb, strict=True))
         out[name] = emb
     table = pd.DataFrame(rows)
-    table["passages_per_s"] = table["embedded"] / table["seconds"].where(table["seconds"] > 0)
+    table["passages_per_s"] = table["embedded"] / table["seconds"].where(table["embedded"] > 0)
     return {n: out[n] for n in kbs}, table
 
 

@@ -25,6 +25,7 @@ def test_nested_kbs_reuse_vectors_and_cache(encoder, tmp_path):
     embs, table = passage_embeddings({"S": small, "L": big}, encoder, tmp_path)
     assert list(embs) == ["S", "L"] and embs["L"].shape == (6, 384)
     assert table.set_index("kb")["embedded"].to_dict() == {"L": 6, "S": 0}  # largest first
+    assert table.set_index("kb")["passages_per_s"].isna().to_dict() == {"L": False, "S": True}
     np.testing.assert_array_equal(embs["S"], embs["L"][[4, 1, 2]])
     direct = encode(encoder, small["text"], fast=False)
     assert (embs["S"] * direct).sum(1).min() > 0.999  # bf16 autocast vs float32

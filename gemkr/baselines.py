@@ -6,7 +6,6 @@ side.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Sequence
 
@@ -14,11 +13,7 @@ import numpy as np
 import pandas as pd
 
 from .embeddings import encode, minilm_encoder
-
-
-def _cores() -> int:
-    """CPU cores this process may use (``sched_getaffinity`` is Linux-only)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+from .hardware import cores
 
 
 class BM25:
@@ -39,7 +34,7 @@ class BM25:
         tokens = bm25s.tokenize(list(queries), show_progress=False)
         k = min(k, len(self.pids))
         docs, _ = self.model.retrieve(tokens, k=k, show_progress=False,
-                                      n_threads=_cores())  # 2x on 2 cores
+                                      n_threads=cores())  # 2x on 2 cores
         ranked = [self.pids[row].tolist() for row in np.asarray(docs)]
         return ranked, time.perf_counter() - start
 

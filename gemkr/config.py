@@ -103,6 +103,10 @@ class Config:
     eva_weights: str | None = _f(
         None, "paper profile: local open_clip EVA01-g-14 weights file", "04"
     )
+    train_bf16: bool = _f(
+        True, "bfloat16 autocast in the three trainings where the hardware runs it natively "
+        "(AVX512-BF16 / AMX CPU, Ampere+ GPU); weights and optimizer state stay float32", "04"
+    )
     vision_epochs: int = _f(
         3, "contrastive pretraining epochs of the kit's ViT (crops/scenes vs MiniLM text)", "04"
     )

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from .hardware import cores
 from .paths import REPO_ROOT
 
 DET_COLUMNS = ["scene_id", "rank", "obj", "label", "score", "x0", "y0", "x1", "y1"]
@@ -94,7 +95,7 @@ def train_yolo(data_yaml: Path, out: Path, *, epochs: int, imgsz: int, seed: int
     from ultralytics import YOLO
 
     # ultralytics trains on cpu_count - 1 threads (1 on a 2-core laptop): use every core
-    yolo_torch.NUM_THREADS = os.cpu_count() or 1
+    yolo_torch.NUM_THREADS = cores()
     recipe = {k: v for k, v in TRAIN_RECIPE.items() if k not in ("version", "model")}
     model = YOLO(TRAIN_RECIPE["model"])  # architecture only: no weights, nothing downloaded
     model.train(data=str(data_yaml), epochs=epochs, imgsz=imgsz, device=device, seed=seed,

@@ -20,28 +20,45 @@ from .pretrain import crop, to_tensor
 from .vision import encode_crops
 
 
-def scene_inputs(bench, dets: pd.DataFrame, visual, size: int,
-                 max_objects: int) -> dict[str, torch.Tensor]:
+def scene_rows(bench) -> dict[int, int]:
+    """scene id -> its row in ``bench.scenes`` (the row of its tensors in `scene_inputs`)."""
+    return {int(s): i for i, s in enumerate(bench.scenes["scene_id"].tolist())}
+
+
+@torch.no_grad()
+def scene_inputs(bench, dets: pd.DataFrame, visual, size: int, max_objects: int,
+                 crops_per_batch: int = 1024) -> dict[str, torch.Tensor]:
     """Images (S,3,size,size), object features (S,max_objects,width) and mask (S,max_objects)
-    for every scene, row-aligned with ``bench.scenes``."""
+    for every scene, row-aligned with ``bench.scenes``. Crops of many scenes are encoded
+    together (a scene has only a few objects; one ViT call per scene wasted most of the time)."""
     width = visual.transformer.width
     n = len(bench.scenes)
     images = torch.empty(n, 3, size, size)
     feats = torch.zeros(n, max_objects, width)
     mask = torch.zeros(n, max_objects, dtype=torch.bool)
     by_scene = {sid: g.sort_values("rank") for sid, g in dets.groupby("scene_id")}
+    crops, slots = [], []
+
+    def flush():
+        if crops:
+            where = torch.tensor(slots)
+            feats[where[:, 0], where[:, 1]] = encode_crops(visual, torch.stack(crops))
+            mask[where[:, 0], where[:, 1]] = True
+            crops.clear()
+            slots.clear()
+
     for i, sid in enumerate(bench.scenes["scene_id"].tolist()):
         img = bench.image(sid)
         images[i] = to_tensor(img, size)
         g = by_scene.get(sid)
-        if g is None or g.empty:
-            continue
-        boxes = g[["x0", "y0", "x1", "y1"]].to_numpy()[:max_objects]
-        crops = torch.stack([crop(img, b, size) for b in boxes])
-        feats[i, :len(boxes)] = encode_crops(visual, crops)
-        mask[i, :len(boxes)] = True
-    return {"images": images, "objects": feats, "mask": mask,
-            "row": {int(s): i for i, s in enumerate(bench.scenes["scene_id"].tolist())}}
+        if g is not None:
+            for j, box in enumerate(g[["x0", "y0", "x1", "y1"]].to_numpy()[:max_objects]):
+                crops.append(crop(img, box, size))
+                slots.append((i, j))
+        if len(crops) >= crops_per_batch:
+            flush()
+    flush()
+    return {"images": images, "objects": feats, "mask": mask, "row": scene_rows(bench)}
 
 
 def clue_targets(questions: pd.DataFrame, index: CorpusIndex, max_tokens: int,

@@ -19,6 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .artifacts import atomic_path, write_json
+from .hardware import autocast
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
@@ -86,11 +87,13 @@ def load_checkpoint(directory: Path, model, optimizer=None, scheduler=None) -> d
 def fit(model: torch.nn.Module, loss_fn: Callable, epoch_batches: Callable[[int], Iterable], *,
         epochs: int, steps_per_epoch: int, lr: float, min_lr: float, warmup_steps: int,
         weight_decay: float, grad_accum: int = 1, ckpt_dir: Path | None = None,
-        desc: str = "training", device: str = "cpu") -> dict:
+        desc: str = "training", device: str = "cpu", bf16: bool = False) -> dict:
     """Train the parameters of `model` that require grad; returns history and wall time.
 
     `epoch_batches(epoch)` yields the batches of one epoch (seeded by the caller); `loss_fn(model,
-    batch)` returns a scalar loss. Resumes from `ckpt_dir` when it holds a checkpoint.
+    batch)` returns a scalar loss, computed under bfloat16 autocast when `bf16` (the caller
+    checks `hardware.bf16_native`; parameters and optimizer state stay float32). Resumes from
+    `ckpt_dir` when it holds a checkpoint.
     """
     from accelerate import Accelerator
 
@@ -111,7 +114,8 @@ def fit(model: torch.nn.Module, loss_fn: Callable, epoch_batches: Callable[[int]
         bar = tqdm(epoch_batches(epoch), total=steps_per_epoch, desc=f"{desc} {epoch + 1}/{epochs}")
         for batch in bar:
             with acc.accumulate(model):
-                loss = loss_fn(model, batch)
+                with autocast(device, bf16):
+                    loss = loss_fn(model, batch)
                 acc.backward(loss)
                 optimizer.step()
                 if acc.sync_gradients:
@@ -124,7 +128,7 @@ def fit(model: torch.nn.Module, loss_fn: Callable, epoch_batches: Callable[[int]
                             epoch + 1, history)
     model.eval()
     return {"history": history, "seconds": time.perf_counter() - start,
-            "resumed_from_epoch": start_epoch}
+            "resumed_from_epoch": start_epoch, "precision": "bf16 autocast" if bf16 else "fp32"}
 
 
 def lm_batches(docs: list, batch_size: int, rng, bos: int, eos: int, pad: int,

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from . import artifacts, examples, knowledge, pretrain, train
+from .hardware import bf16_native
 from .model import GeMKR, add_lora, build_llm, template_ids
 from .paths import artifacts_dir
 from .vision import PrefixViT, VisualTokens, create_clip
@@ -51,9 +52,17 @@ def _fields(cfg, names) -> dict:
     return {n: getattr(cfg, n) for n in names}
 
 
-def _cache(cfg, name: str, parts: tuple, sources: tuple[str, ...], force: bool):
+def _cache(cfg, name: str, parts: tuple, sources: tuple[str, ...], force: bool,
+           device: str = "cpu"):
+    """The stage cache of one trained part; the key includes whether it trains in bfloat16 here
+    (``train_bf16`` and native support), so a machine without bfloat16 trains its own."""
     return artifacts.stage_cache(artifacts_dir(cfg.profile, STAGE), name,
-                                 key_parts=(*parts, cfg.seed), force=force, sources=sources)
+                                 key_parts=(*parts, cfg.seed, _bf16(cfg, device)), force=force,
+                                 sources=sources)
+
+
+def _bf16(cfg, device: str) -> bool:
+    return bool(cfg.train_bf16) and bf16_native(device)
 
 
 def _ckpt(cache) -> Path:
@@ -86,7 +95,7 @@ def vision_tower(cfg, bench, *, train_if_missing: bool = True, force: bool = Fal
                  device: str = "cpu"):
     """(clip model, text tokenizer, run info, cache key) of the contrastively trained ViT."""
     cache = _cache(cfg, "vision", (bench.meta["content_hash"], _fields(cfg, VISION_FIELDS)),
-                   ("vision.py", "pretrain.py", "train.py"), force)
+                   ("vision.py", "pretrain.py", "train.py"), force, device)
     torch.manual_seed(cfg.seed)
     clip, tokenizer = create_clip(cfg, artifacts_dir(cfg.profile, STAGE) / "open_clip")
     if cache.valid:
@@ -107,7 +116,7 @@ def vision_tower(cfg, bench, *, train_if_missing: bool = True, force: bool = Fal
                                           np.random.default_rng([cfg.seed, 4, 1, e])),
         epochs=cfg.vision_epochs, steps_per_epoch=steps, lr=cfg.vision_lr,
         min_lr=cfg.vision_lr / 10, warmup_steps=min(20, steps), weight_decay=0.05,
-        ckpt_dir=_ckpt(cache), desc="vision pretraining", device=device)
+        ckpt_dir=_ckpt(cache), desc="vision pretraining", device=device, bf16=_bf16(cfg, device))
     after = pretrain.zero_shot_accuracy(clip, test["crops"], test["objs"], obj_text)
     info = {**out, "zero_shot_before": before, "zero_shot_after": after,
             "train_crops": len(data["crops"]), "train_scenes": n_scenes,
@@ -143,7 +152,7 @@ def knowledge_llm(cfg, index, tok, sp, probe: list[int], *, train_if_missing: bo
     of passages whose verbatim completion is measured (with a random sample of the rest)."""
     digest = artifacts.cache_key(index.num_docs, index.num_tokens, index.ids[:50].tolist())
     cache = _cache(cfg, "llm", (digest, _fields(cfg, LLM_FIELDS)),
-                   ("knowledge.py", "train.py", "model.py"), force)
+                   ("knowledge.py", "train.py", "model.py"), force, device)
     torch.manual_seed(cfg.seed)
     llm = build_llm(cfg, sp)
     if cfg.llm != "tiny_llama":  # a pretrained LLM: used as it is
@@ -176,7 +185,7 @@ def knowledge_llm(cfg, index, tok, sp, probe: list[int], *, train_if_missing: bo
         epochs=cfg.llm_pretrain_epochs, steps_per_epoch=math.ceil(len(docs) / bs),
         lr=cfg.llm_pretrain_lr, min_lr=cfg.llm_pretrain_lr / 10, warmup_steps=100,
         weight_decay=0.01, ckpt_dir=_ckpt(cache), desc="LLM knowledge pretraining",
-        device=device)
+        device=device, bf16=_bf16(cfg, device))
     after = {k: knowledge.verbatim_share(llm, docs[sl], starts[sl]) for k, sl in probes.items()}
     info = {**out, "passages": len(docs), "tokens": int(sum(len(d) for d in docs)),
             "output_vocab": len(vocab.ids),
@@ -221,7 +230,8 @@ def gemkr_model(cfg, clip, llm, tok, sp, inputs: dict, questions, targets: list[
     (with a ``text`` column) and `targets` their clue token ids; `upstream` the cache keys of
     the vision tower, the LLM and the detections."""
     cache = _cache(cfg, f"gemkr-{variant}", (*upstream, _fields(cfg, GEMKR_FIELDS)),
-                   ("model.py", "vision.py", "examples.py", "train.py", "trained.py"), force)
+                   ("model.py", "vision.py", "examples.py", "train.py", "trained.py"), force,
+                   device)
     model = assemble(cfg, clip, llm, tok, sp)
     if cache.valid:
         return model.eval(), _load(cache, model)
@@ -236,7 +246,7 @@ def gemkr_model(cfg, clip, llm, tok, sp, inputs: dict, questions, targets: list[
         epochs=cfg.epochs, steps_per_epoch=math.ceil(len(questions) / bs), lr=cfg.lr,
         min_lr=cfg.min_lr, warmup_steps=cfg.warmup_steps, weight_decay=cfg.weight_decay,
         grad_accum=cfg.grad_accum, ckpt_dir=_ckpt(cache), desc=f"GeMKR tuning ({variant})",
-        device=device)
+        device=device, bf16=_bf16(cfg, device))
     unchanged = all(torch.equal(p, base[n]) for n, p in model.named_parameters()
                     if not p.requires_grad)
     info = {**out, "variant": variant, "train_questions": len(questions),
@@ -269,11 +279,11 @@ def scene_inputs(cfg, bench, dets, clip, vision_key: str, force: bool = False) -
     cache = _cache(cfg, f"inputs-{dkey[-8:]}", (bench.meta["content_hash"], vision_key, dkey,
                                                 cfg.vit_image_size, cfg.max_objects),
                    ("examples.py", "vision.py", "pretrain.py"), force)
-    rows = {int(s): i for i, s in enumerate(bench.scenes["scene_id"].tolist())}
     if cache.valid:
-        return {**load_file(str(cache.path / "inputs.safetensors")), "row": rows}
+        return {**load_file(str(cache.path / "inputs.safetensors")),
+                "row": examples.scene_rows(bench)}
     inputs = examples.scene_inputs(bench, dets, clip.visual, cfg.vit_image_size, cfg.max_objects)
-    with cache.writing(scenes=len(rows)) as tmp:
+    with cache.writing(scenes=len(inputs["row"])) as tmp:
         save_file({k: v.contiguous() for k, v in inputs.items() if k != "row"},
                   str(tmp / "inputs.safetensors"))
     return inputs

@@ -35,3 +35,10 @@ def test_nested_kbs_reuse_vectors_and_cache(encoder, tmp_path):
     changed = big.assign(text=big["text"].str.upper())
     _, table3 = passage_embeddings({"L": changed}, encoder, tmp_path)
     assert not table3["cached"].any(), "other texts -> other key -> recomputed"
+
+
+def test_encode_keeps_input_order(encoder):
+    texts = sorted(TEXTS, key=len, reverse=True)  # the encoder batches in length order
+    together = encode(encoder, texts, batch_size=2, fast=False)
+    alone = np.concatenate([encode(encoder, [t], fast=False) for t in texts])
+    assert (together * alone).sum(1).min() > 0.9999

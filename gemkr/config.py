@@ -177,6 +177,9 @@ class Config:
 
     # --- 08 case studies -----------------------------------------------------------------------
     n_cases: int = _f(6, "test items in the case-study figure (successes and failures)", "08")
+    case_questions: int = _f(
+        400, "test questions decoded to pick the cases from (CPU-profile successes are rare)", "08"
+    )
 
     def describe(self, stage: str | None = None) -> list[tuple[str, Any, str]]:
         """(name, value, doc) of every field, or of the fields stage "NN" reads first."""

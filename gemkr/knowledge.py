@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from .index import CorpusIndex
+from .train import pad_batch
 
 
 def passage_starts(index: CorpusIndex, numbers, max_tokens: int) -> list[np.ndarray]:
@@ -136,15 +137,7 @@ def recall_batches(docs: list[np.ndarray], names: list[str], tok, bos: int, pad:
             prompt = before + after
             seqs.append(prompt + docs[i].tolist())
             starts.append(len(prompt))
-        n = max(map(len, seqs))
-        ids = torch.full((len(seqs), n), pad, dtype=torch.long)
-        labels = torch.full((len(seqs), n), -100, dtype=torch.long)
-        mask = torch.zeros((len(seqs), n), dtype=torch.long)
-        for r, (seq, st) in enumerate(zip(seqs, starts, strict=True)):
-            ids[r, :len(seq)] = torch.tensor(seq)
-            labels[r, st:len(seq)] = torch.tensor(seq[st:])
-            mask[r, :len(seq)] = 1
-        yield {"input_ids": ids, "attention_mask": mask, "labels": labels}
+        yield pad_batch(seqs, starts, pad)
 
 
 def gloss_fillers(texts: list[str], max_words: int = 10) -> list[str]:

@@ -131,24 +131,30 @@ def fit(model: torch.nn.Module, loss_fn: Callable, epoch_batches: Callable[[int]
             "resumed_from_epoch": start_epoch, "precision": "bf16 autocast" if bf16 else "fp32"}
 
 
+def pad_batch(seqs: list[list[int]], label_from: list[int], pad: int) -> dict:
+    """Right-padded ``input_ids`` / ``attention_mask`` / ``labels`` of token sequences; labels are
+    the tokens from position ``label_from[i]`` on and -100 before it and on padding (masked by
+    length, not by pad id: pad may equal eos)."""
+    n = max(map(len, seqs))
+    ids = torch.full((len(seqs), n), pad, dtype=torch.long)
+    labels = torch.full((len(seqs), n), -100, dtype=torch.long)
+    mask = torch.zeros((len(seqs), n), dtype=torch.long)
+    for i, (seq, start) in enumerate(zip(seqs, label_from, strict=True)):
+        ids[i, :len(seq)] = torch.tensor(seq)
+        labels[i, start:len(seq)] = torch.tensor(seq[start:])
+        mask[i, :len(seq)] = 1
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
 def lm_batches(docs: list, batch_size: int, rng, bos: int, eos: int, pad: int,
                max_len: int = 128, add_eos: bool = True) -> Iterable[dict]:
     """Shuffled batches of passages ``[bos] doc [eos]`` for LLM knowledge pretraining ("LLM as
-    knowledge base"); ``add_eos=False`` when `docs` carry their EOS where they end. Labels are
-    masked by length, not by pad id (pad may equal eos)."""
+    knowledge base"); ``add_eos=False`` when `docs` carry their EOS where they end."""
     order = rng.permutation(len(docs))
     end = [eos] if add_eos else []
     for s in range(0, len(order), batch_size):
         seqs = [[bos, *map(int, docs[i][: max_len - 2]), *end] for i in order[s:s + batch_size]]
-        n = max(map(len, seqs))
-        ids = torch.full((len(seqs), n), pad, dtype=torch.long)
-        labels = torch.full((len(seqs), n), -100, dtype=torch.long)
-        mask = torch.zeros((len(seqs), n), dtype=torch.long)
-        for i, seq in enumerate(seqs):
-            ids[i, :len(seq)] = torch.tensor(seq)
-            labels[i, 1:len(seq)] = torch.tensor(seq[1:])  # never predict the BOS itself
-            mask[i, :len(seq)] = 1
-        yield {"input_ids": ids, "attention_mask": mask, "labels": labels}
+        yield pad_batch(seqs, [1] * len(seqs), pad)  # never predict the BOS itself
 
 
 def lm_loss(llm, batch: dict) -> torch.Tensor:

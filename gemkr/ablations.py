@@ -49,6 +49,13 @@ VARIANTS = (
             decode={"max_clue_tokens": 4}),
     Variant("plain beams", "decoding", "10 beams in one group, no diversity penalty",
             decode={"num_beam_groups": 1, "diversity_penalty": 0.0}),
+    # the LLM-scale study on one schedule: the in-kit LLaMA (4 blocks x 256, random init) learns
+    # the KB from scratch in stage 2, with the settings the kit used before it had a reader
+    Variant("in-kit LLaMA instead of SmolLM2", "LLM scale",
+            "4-block random LLaMA, trained on the KB from scratch",
+            train={"llm": "tiny_llama", "llm_blocks": None, "llm_last_blocks": 0,
+                   "llm_pretrain_tokens": 12, "llm_pretrain_batch": 64,
+                   "llm_pretrain_epochs": 25, "llm_pretrain_lr": 3e-3}),
 )
 
 
@@ -137,3 +144,54 @@ def load_clues(profile: str) -> pd.DataFrame:
     if not path.exists():
         raise FileNotFoundError(f"no variant clues in {path}: run notebook 06_ablations first")
     return pd.read_parquet(path)
+
+
+def paired_intervals(runs: dict, gold_by_qid: dict, reference: str = "full model", k: int = 5,
+                     seed: int = 0) -> pd.DataFrame:
+    """Each variant's R@k (gold passage) minus the reference's on the same questions, with a
+    paired bootstrap 95 % interval; ``interval_excludes_zero`` says whether the difference is
+    more than resampling noise."""
+    from .metrics import gold_hits, paired_bootstrap
+
+    ref = runs[reference]
+    ref_hits = gold_hits(ref.ranked, [gold_by_qid[q] for q in ref.qids], k)
+    rows = []
+    for name, run in runs.items():
+        if name == reference:
+            continue
+        if run.qids != ref.qids:
+            raise ValueError(f"variant {name!r} was scored on other questions than {reference!r}")
+        hits = gold_hits(run.ranked, [gold_by_qid[q] for q in run.qids], k)
+        diff, lo, hi = paired_bootstrap(hits, ref_hits, seed=seed)
+        rows.append({"variant": name, f"R@{k}": hits.mean(), f"R@{k} {reference}": ref_hits.mean(),
+                     f"ΔR@{k} vs {reference}": diff, "ci95_low": lo, "ci95_high": hi,
+                     "interval_excludes_zero": bool(lo > 0 or hi < 0), "n_queries": len(hits)})
+    return pd.DataFrame(rows)
+
+
+def llm_scale(cfg, scores: pd.DataFrame, kb_name: str) -> pd.DataFrame:
+    """The paper's LLM-scale comparison, runnable on a CPU: this profile's LLM and the in-kit
+    LLaMA on the ablation schedule (rows of `scores`), plus the `small` profile's full-depth
+    SmolLM2 from its notebook 05 when that has run (its own, longer schedule)."""
+    from .paths import results_dir
+
+    gold = scores[scores.relevance == "gold_id"].set_index("variant")
+    name = {"smollm2": "SmolLM2-135M"}.get(cfg.llm, cfg.llm)
+    if cfg.llm_blocks is not None:
+        name += f", first {cfg.llm_blocks} + last {cfg.llm_last_blocks} blocks, healed"
+    rows = [{"llm": f"{name} ({cfg.profile})", "schedule": "ablation", "kb": kb_name,
+             **gold.loc["full model", ["R@1", "R@5"]].to_dict()},
+            {"llm": "in-kit LLaMA, 4 blocks x 256, from scratch", "schedule": "ablation",
+             "kb": kb_name, **gold.loc["in-kit LLaMA instead of SmolLM2", ["R@1", "R@5"]]
+             .to_dict()}]
+    path = results_dir("small") / "05_main_results.csv"
+    small = None
+    if path.exists():
+        small = pd.read_csv(path).query("method == 'GeMKR' and split == 'test' and "
+                                        f"relevance == 'gold_id' and kb == '{kb_name}'")
+    rows.append({"llm": "SmolLM2-135M, all 30 blocks (small)", "schedule":
+                 "small profile (05)" if small is not None and len(small) else "not run (GPU)",
+                 "kb": kb_name,
+                 **({"R@1": small["R@1"].iloc[0], "R@5": small["R@5"].iloc[0]}
+                    if small is not None and len(small) else {"R@1": None, "R@5": None})})
+    return pd.DataFrame(rows)

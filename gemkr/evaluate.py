@@ -79,6 +79,23 @@ def by_category(run: Run, questions: pd.DataFrame, texts: dict[int, str],
     return pd.concat(rows, ignore_index=True)
 
 
+def by_ref_kind(runs: dict[str, Run], questions: pd.DataFrame, ks: Sequence[int] = (1, 5)
+                ) -> pd.DataFrame:
+    """Gold-passage R@k of each method's run per kind of reference (``ref_kind``) and overall:
+    one row per (method, ref_kind) with the number of questions."""
+    from .metrics import gold_hits
+
+    rows = []
+    gold = questions["gold_pid"].tolist()
+    for method, run in runs.items():
+        hits = {k: gold_hits(run.ranked, gold, k) for k in ks}
+        for kind, idx in [*questions.groupby("ref_kind").indices.items(),
+                          ("all", np.arange(len(questions)))]:
+            rows.append({"method": method, "ref_kind": kind, "n_queries": len(idx),
+                         **{f"R@{k}": float(hits[k][idx].mean()) for k in ks}})
+    return pd.DataFrame(rows)
+
+
 # ------------------------------------------------------------------------ CLIP dense retrieval
 class ClipDense:
     """Dense retrieval with the kit's contrastively trained image tower against the KB passages
@@ -101,6 +118,30 @@ class ClipDense:
         return ranked, time.perf_counter() - start
 
 
+    @torch.no_grad()
+    def search_crops(self, objects: torch.Tensor, mask: torch.Tensor, k: int = 10
+                     ) -> tuple[list[list[int]], float]:
+        """Image -> passage over the *detected crops*: each crop's embedding (what the tower was
+        trained to match with passages) searches the KB; a passage scores the best of its crops.
+
+        objects: (Q,M,width) raw final-block CLS of each crop (`examples.scene_inputs`); the
+        tower's embedding is ``ln_post(cls) @ proj`` (open_clip's pooling). A scene without
+        detections retrieves nothing."""
+        start = time.perf_counter()
+        visual = self.clip.visual
+        emb = torch.nn.functional.normalize(visual.ln_post(objects[mask]) @ visual.proj, dim=-1)
+        scores, idx = self.dense.index.search(emb.numpy().astype(np.float32),
+                                              min(k, len(self.dense.pids)))
+        owner = torch.nonzero(mask)[:, 0].tolist()
+        best: list[dict[int, float]] = [{} for _ in range(len(objects))]
+        for q, row, sc in zip(owner, idx, scores, strict=True):
+            for i, v in zip(row[row >= 0], sc[row >= 0], strict=True):
+                best[q][int(i)] = max(best[q].get(int(i), -np.inf), float(v))
+        ranked = [[self.dense.pids[i].item() for i in sorted(b, key=lambda i: -b[i])[:k]]
+                  for b in best]
+        return ranked, time.perf_counter() - start
+
+
 # ----------------------------------------------------------------------- all methods on one KB
 def query_views(questions: pd.DataFrame, inputs: dict) -> dict:
     """What each kind of method may read about the questions."""
@@ -108,6 +149,8 @@ def query_views(questions: pd.DataFrame, inputs: dict) -> dict:
     return {"question": questions["question"].tolist(),
             "question + caption": (questions["question"] + " " + questions["caption"]).tolist(),
             "images": inputs["images"][torch.as_tensor(rows, dtype=torch.long)],
+            "objects": inputs["objects"][torch.as_tensor(rows, dtype=torch.long)],
+            "mask": inputs["mask"][torch.as_tensor(rows, dtype=torch.long)],
             "oracle": questions["target_name"].tolist()}
 
 
@@ -133,6 +176,9 @@ def methods(model, inputs: dict, index, dcfg: DecodeConfig, bm25, dense, clip_de
         "CLIP (image + question)": wrap(
             "CLIP (image + question)",
             lambda q, v: clip_dense.search(v["images"], v["question"], k=k)),
+        "CLIP (detected crops)": wrap(
+            "CLIP (detected crops)",
+            lambda q, v: clip_dense.search_crops(v["objects"], v["mask"], k=k)),
         "oracle (object name, BM25)": wrap("oracle (object name, BM25)",
                                            lambda q, v: bm25.search(v["oracle"], k)),
         "random": wrap("random", lambda q, v: random_floor.search(v["question"], k)),

@@ -83,3 +83,25 @@ def score_run(ranked: Sequence[Sequence[int]], gold: Sequence[int],
             row[f"MRR@{k}"] = mrr_at_k(ranked, relevant, k)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def gold_hits(ranked: Sequence[Sequence[int]], gold: Sequence[int], k: int) -> np.ndarray:
+    """Per query: 1.0 when the gold passage is among the first `k` (de-duplicated) results."""
+    return np.asarray([float(int(g) in dedup(r)[:k]) for r, g in zip(ranked, gold, strict=True)])
+
+
+def paired_bootstrap(a: np.ndarray, b: np.ndarray, n_resamples: int = 2000, seed: int = 0,
+                     level: float = 0.95) -> tuple[float, float, float]:
+    """Mean difference ``mean(a) - mean(b)`` of per-query scores on the *same* queries, with a
+    percentile bootstrap interval: queries are resampled with replacement, the pair kept
+    together, so the interval reflects only how the two systems differ on shared questions."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    if a.shape != b.shape or a.ndim != 1 or not len(a):
+        raise ValueError(f"paired scores need two equal, non-empty 1-d arrays; got {a.shape}, "
+                         f"{b.shape}")
+    diff = a - b
+    rng = np.random.default_rng(seed)
+    means = diff[rng.integers(0, len(diff), size=(n_resamples, len(diff)))].mean(1)
+    tail = (1 - level) / 2 * 100
+    lo, hi = np.percentile(means, [tail, 100 - tail])
+    return float(diff.mean()), float(lo), float(hi)

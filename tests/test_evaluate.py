@@ -25,3 +25,54 @@ def test_latency_times_single_calls_on_a_fixed_sample():
     again = []
     evaluate.latency(again.append, n_queries=50, sample=7, seed=3)
     assert again == seen
+
+
+def test_by_ref_kind_scores_each_kind_and_all():
+    q = pd.DataFrame({"gold_pid": [1, 2, 3, 4], "ref_kind": ["left", "left", "single", "top"]})
+    runs = {"m": evaluate.Run("m", [[1], [9, 8, 7, 6, 5, 2], [7, 3], []], 0.0)}
+    out = evaluate.by_ref_kind(runs, q).set_index("ref_kind")
+    assert out.loc["left", "R@1"] == 0.5 and out.loc["left", "R@5"] == 0.5
+    assert out.loc["single", "R@1"] == 0.0 and out.loc["single", "R@5"] == 1.0
+    assert out.loc["all", "n_queries"] == 4 and out.loc["all", "R@5"] == 0.5
+
+
+def test_clip_over_detected_crops_matches_encode_image_and_merges_by_best_crop(tmp_path):
+    """The crop query is the tower's own embedding (ln_post + proj of the raw CLS that
+    `encode_crops` stores); a passage scores the best of its scene's crops; a scene without
+    detections retrieves nothing."""
+    import numpy as np
+    import torch
+
+    import gemkr
+    from gemkr.vision import create_clip, encode_crops
+
+    torch.manual_seed(0)
+    cfg = gemkr.get_config("smoke", vit_image_size=32, vit_patch=8, vit_width=32, vit_heads=4,
+                           vit_layers=2)
+    clip, _ = create_clip(cfg, tmp_path)
+    clip.eval()
+    crops = torch.randn(3, 3, 32, 32)
+    raw = encode_crops(clip.visual, crops)
+    with torch.no_grad():
+        direct = clip.encode_image(crops, normalize=True).numpy()
+
+    class Dense:  # the passage side: three "passages" equal to the crops' own embeddings
+        pids = np.array([10, 11, 12])
+
+        class index:  # noqa: N801 (faiss-like)
+            @staticmethod
+            def search(q, k):
+                s = q @ direct.T
+                order = np.argsort(-s, axis=1)[:, :k]
+                return np.take_along_axis(s, order, 1), order
+
+    dense = evaluate.ClipDense(clip, None, Dense())
+    objects = torch.zeros(2, 2, raw.shape[1])
+    objects[0, 0], objects[0, 1], objects[1, 0] = raw[2], raw[0], raw[1]
+    mask = torch.tensor([[True, True], [False, False]])
+    ranked, _ = dense.search_crops(objects, mask, k=3)
+    assert ranked[1] == []
+    assert set(ranked[0][:2]) == {12, 10} and len(ranked[0]) == 3
+    with torch.no_grad():
+        emb = torch.nn.functional.normalize(clip.visual.ln_post(raw) @ clip.visual.proj, dim=-1)
+    assert np.allclose(emb.numpy(), direct, atol=1e-5)

@@ -170,9 +170,15 @@ def caption(labels: list[str]) -> str:
     return f"a picture of {body}"
 
 
-def scene_captions(dets: pd.DataFrame, scene_ids) -> dict[int, str]:
+def labels_by_scene(dets: pd.DataFrame) -> dict[int, list[str]]:
+    """scene id -> its detected labels in confidence order (repeats kept)."""
     by_scene = dets.sort_values(["scene_id", "rank"]).groupby("scene_id")["label"].apply(list)
-    return {int(s): caption(by_scene.get(s, [])) for s in scene_ids}
+    return {int(s): v for s, v in by_scene.items()}
+
+
+def scene_captions(dets: pd.DataFrame, scene_ids) -> dict[int, str]:
+    by_scene = labels_by_scene(dets)
+    return {int(s): caption(by_scene.get(int(s), [])) for s in scene_ids}
 
 
 def evaluate(model, data_yaml: Path, *, imgsz: int, split: str = "test",

@@ -35,7 +35,7 @@ class Run:
 
 
 def gemkr_search(model, inputs: dict, questions: pd.DataFrame, index, dcfg: DecodeConfig,
-                 batch_size: int = 16, desc: str = "GeMKR") -> Run:
+                 batch_size: int = 32, desc: str = "GeMKR") -> Run:
     """Constrained decoding for every question; the retrieval is the clues' passages in clue
     order (de-duplicated), as the official evaluation ranks them."""
     clues, start = [], time.perf_counter()

@@ -1,14 +1,16 @@
-"""Stage 2 of notebook 04: the in-kit LLM learns the knowledge base ("LLM as knowledge base").
+"""Stage 2 of notebook 04: the LLM learns the knowledge base and to read its prompt.
 
-A randomly initialised LLaMA is a poor generative retriever: with its weights frozen, LoRA alone
-cannot steer it (its logits stay near uniform), so before GeMKR's instruction tuning the kit
-pretrains it with next-token prediction on the KB passages: ``llm_pretrain_context="bos"``
-learns plain ``[bos] passage``; ``"recall"`` (default) puts each passage after the instruction
-template whose input names it among other KB entries (`recall_batches`), so that the LLM also
-learns to read a name in its prompt and write that entry's passage, as a pretrained LLM can. The
-constrained decoder only ever lets a clue of at most ``clue_max_tokens`` run, so CPU profiles
-train on the first ``llm_pretrain_tokens`` tokens of each passage (the part clues are made of);
-the `paper`/`small` LLMs come pretrained and skip this stage.
+Two LLMs go through it. The `default` reader (SmolLM2-135M cut to its first blocks plus its last,
+`model.keep_blocks`) reads its prompt at chance right after the cut; stage 2 heals the kept blocks
+and the final norm (token embeddings = tied output layer stay pretrained). The in-kit LLaMA
+(`smoke`, and 06's LLM-scale row) starts from random weights and trains everything. Both learn
+with next-token prediction on KB passages: ``llm_pretrain_context="recall"`` (default) puts each
+passage after the instruction template whose input names it among 1-4 other KB entries
+(`recall_batches`), so the LLM learns to find a name in its prompt and write that entry's
+passage; ``"bos"`` learns plain ``[bos] passage``. The constrained decoder only ever lets a clue
+of at most ``clue_max_tokens`` run, so CPU profiles train on the first ``llm_pretrain_tokens``
+tokens of each passage (the part clues are made of). `small`/`paper` use their LLM as it is
+(``llm_pretrain_epochs=0``). Notebook 04's reading probe (`probe.py`) measures the result.
 
 Why the kit computes this loss itself: the output layer of a small LLM over SmolLM2's 49,152-token
 vocabulary is most of its training cost on a CPU, while the KB uses ~16K distinct tokens and the

@@ -39,8 +39,9 @@ def first_token(tok, name: str) -> int:
 def scene_labels(dets: pd.DataFrame) -> dict[int, list[str]]:
     """scene id -> the detector's labels in confidence order, without repeats (the caption's
     objects)."""
-    by_scene = dets.sort_values(["scene_id", "rank"]).groupby("scene_id")["label"].apply(list)
-    return {int(s): list(dict.fromkeys(v)) for s, v in by_scene.items()}
+    from .detect import labels_by_scene
+
+    return {s: list(dict.fromkeys(v)) for s, v in labels_by_scene(dets).items()}
 
 
 def probe_questions(questions: pd.DataFrame, labels: dict[int, list[str]], n: int,

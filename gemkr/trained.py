@@ -2,8 +2,9 @@
 notebooks 05-08 load them).
 
 1. ``vision_tower``: the kit's open_clip ViT, trained contrastively (`pretrain`).
-2. ``knowledge_llm``: the in-kit LLaMA pretrained on the KB passages (`knowledge`); pretrained
-   LLMs (``small``/``paper``) are loaded as they are.
+2. ``knowledge_llm``: the LLM after stage 2 (`knowledge`): `default`'s cut SmolLM2 healed into a
+   reader of its prompt, or the in-kit LLaMA trained from scratch; ``small``/``paper`` load
+   their pretrained LLM as it is.
 3. ``gemkr_model``: frozen ViT + object-aware prefix, visual-token projection, frozen LLM + LoRA,
    instruction-tuned on clue targets. Ablation variants are config switches and get their own
    cache entries (named by `variant`).

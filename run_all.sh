@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Regenerate every result of the kit: runs notebooks/01 ... 08 in order with papermill.
+# Regenerate every result of the kit: runs notebooks/01 ... 09 in order with papermill.
 #
 #   ./run_all.sh                       # profile `default` (the CPU reference run, <= 60 min)
 #   ./run_all.sh --profile smoke       # tiny end-to-end check (a few minutes)
@@ -17,7 +17,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")"
 
 # The explicit run order (never a glob).
 NOTEBOOKS=(01_data_prep 02_detection 03_index 04_training 05_evaluation 06_ablations
-           07_modality_keywords 08_case_studies)
+           07_modality_keywords 08_case_studies 09_your_data)
 
 ARGS=()
 BOOT_ARGS=()
@@ -29,11 +29,12 @@ for a in "$@"; do
   esac
 done
 
+# 1. Validate profile, notebook selection and parameter names before installing or running anything.
+#    A usage error exits 2 with one line naming it (nothing to resume: fix the command).
+python3 tools/run_all.py --check-only --notebooks "${NOTEBOOKS[@]}" ${ARGS[@]+"${ARGS[@]}"} || exit $?
+
 trap 'echo "run_all.sh: stopped (exit $?) — rerun the same command to resume." >&2' ERR
 trap 'echo "run_all.sh: interrupted — rerun the same command to resume." >&2; exit 130' INT
-
-# 1. Validate profile, notebook selection and parameter names before installing or running anything.
-python3 tools/run_all.py --check-only --notebooks "${NOTEBOOKS[@]}" ${ARGS[@]+"${ARGS[@]}"}
 
 # 2. Environment (.venv, pinned packages, Jupyter kernel); a no-op once done.
 source tools/bootstrap.sh ${BOOT_ARGS[@]+"${BOOT_ARGS[@]}"}

@@ -27,16 +27,23 @@ class BM25:
         self.model.index(bm25s.tokenize(kb["text"].tolist(), show_progress=False),
                          show_progress=False)
 
-    def search(self, queries: Sequence[str], k: int = 10) -> tuple[list[list[int]], float]:
+    def search_scored(self, queries: Sequence[str], k: int = 10
+                      ) -> tuple[list[list[tuple[int, float]]], float]:
+        """Per query the top-k (passage id, BM25 score) pairs, and the seconds it took."""
         import bm25s
 
         start = time.perf_counter()
         tokens = bm25s.tokenize(list(queries), show_progress=False)
         k = min(k, len(self.pids))
-        docs, _ = self.model.retrieve(tokens, k=k, show_progress=False,
-                                      n_threads=cores())  # 2x on 2 cores
-        ranked = [self.pids[row].tolist() for row in np.asarray(docs)]
-        return ranked, time.perf_counter() - start
+        docs, scores = self.model.retrieve(tokens, k=k, show_progress=False,
+                                           n_threads=cores())  # 2x on 2 cores
+        hits = [list(zip(self.pids[row].tolist(), np.asarray(sc, float).tolist(), strict=True))
+                for row, sc in zip(np.asarray(docs), np.asarray(scores), strict=True)]
+        return hits, time.perf_counter() - start
+
+    def search(self, queries: Sequence[str], k: int = 10) -> tuple[list[list[int]], float]:
+        hits, seconds = self.search_scored(queries, k)
+        return [[pid for pid, _ in h] for h in hits], seconds
 
 
 class DenseText:
@@ -60,11 +67,18 @@ class DenseText:
         # queries in float32 (few); the KB's vectors come from `embeddings.kb_embeddings`
         return encode(self.encoder, texts, batch_size=self.batch_size, fast=False)
 
-    def search(self, queries: Sequence[str], k: int = 10) -> tuple[list[list[int]], float]:
+    def search_scored(self, queries: Sequence[str], k: int = 10
+                      ) -> tuple[list[list[tuple[int, float]]], float]:
+        """Per query the top-k (passage id, cosine) pairs, and the seconds it took."""
         start = time.perf_counter()
-        _, idx = self.index.search(self.embed(queries), min(k, len(self.pids)))
-        ranked = [self.pids[row[row >= 0]].tolist() for row in idx]
-        return ranked, time.perf_counter() - start
+        scores, idx = self.index.search(self.embed(queries), min(k, len(self.pids)))
+        hits = [list(zip(self.pids[row[row >= 0]].tolist(), sc[row >= 0].tolist(), strict=True))
+                for row, sc in zip(idx, scores, strict=True)]
+        return hits, time.perf_counter() - start
+
+    def search(self, queries: Sequence[str], k: int = 10) -> tuple[list[list[int]], float]:
+        hits, seconds = self.search_scored(queries, k)
+        return [[pid for pid, _ in h] for h in hits], seconds
 
 
 class RandomFloor:

@@ -193,11 +193,13 @@ def evaluate(model, data_yaml: Path, *, imgsz: int, split: str = "test",
     return {"map50": float(box.map50), "map50_95": float(box.map)}, per_class
 
 
-def trained_detector(cfg, bench, force: bool = False) -> tuple[Path, pd.DataFrame, float]:
+def trained_detector(cfg, bench, force: bool = False, train_if_missing: bool = True
+                     ) -> tuple[Path, pd.DataFrame, float]:
     """Train (or load from cache) the profile's YOLO: weights, per-epoch log, training seconds.
 
     Cached under ``artifacts/<profile>/02_detection/yolo/``; the `paper` profile uses
-    ``cfg.yolo_weights`` instead (returned with an empty log)."""
+    ``cfg.yolo_weights`` instead (returned with an empty log). Without `train_if_missing`, a
+    missing cache raises FileNotFoundError naming notebook 02."""
     from . import artifacts
     from .paths import artifacts_dir
 
@@ -209,6 +211,9 @@ def trained_detector(cfg, bench, force: bool = False) -> tuple[Path, pd.DataFram
         artifacts_dir(cfg.profile, "02_detection"), "yolo",
         key_parts=(bench.meta["content_hash"], cfg.det_epochs, cfg.det_imgsz, cfg.seed,
                    TRAIN_RECIPE, version("ultralytics")), force=force, sources=())
+    if not cache.valid and not train_if_missing:
+        raise FileNotFoundError(f"no trained YOLO for these settings in {cache.path}: run "
+                                "notebook 02_detection first")
     if not cache.valid:
         with cache.writing() as tmp:
             data_yaml = export_dataset(bench, tmp / "dataset")
@@ -227,6 +232,11 @@ def trained_detector(cfg, bench, force: bool = False) -> tuple[Path, pd.DataFram
         spec["path"] = str(cache.path / "dataset")
         data_yaml.write_text(yaml.safe_dump(spec, sort_keys=False))
     return cache.path / "best.pt", pd.read_csv(cache.path / "train_log.csv"), info["seconds"]
+
+
+def detector_weights(cfg, bench) -> Path:
+    """The weights file of the profile's trained YOLO (never trains; see `trained_detector`)."""
+    return trained_detector(cfg, bench, train_if_missing=False)[0]
 
 
 # Default-profile floor of the notebook check (results/default/02_map.csv):

@@ -119,10 +119,11 @@ class ClipDense:
 
 
     @torch.no_grad()
-    def search_crops(self, objects: torch.Tensor, mask: torch.Tensor, k: int = 10
-                     ) -> tuple[list[list[int]], float]:
+    def search_crops_scored(self, objects: torch.Tensor, mask: torch.Tensor, k: int = 10
+                            ) -> tuple[list[list[tuple[int, float]]], float]:
         """Image -> passage over the *detected crops*: each crop's embedding (what the tower was
         trained to match with passages) searches the KB; a passage scores the best of its crops.
+        Per query the top-k (passage id, cosine) pairs, and the seconds it took.
 
         objects: (Q,M,width) raw final-block CLS of each crop (`examples.scene_inputs`); the
         tower's embedding is ``ln_post(cls) @ proj`` (open_clip's pooling). A scene without
@@ -137,9 +138,15 @@ class ClipDense:
         for q, row, sc in zip(owner, idx, scores, strict=True):
             for i, v in zip(row[row >= 0], sc[row >= 0], strict=True):
                 best[q][int(i)] = max(best[q].get(int(i), -np.inf), float(v))
-        ranked = [[self.dense.pids[i].item() for i in sorted(b, key=lambda i: -b[i])[:k]]
-                  for b in best]
-        return ranked, time.perf_counter() - start
+        hits = [[(self.dense.pids[i].item(), b[i]) for i in sorted(b, key=lambda i: -b[i])[:k]]
+                for b in best]
+        return hits, time.perf_counter() - start
+
+    def search_crops(self, objects: torch.Tensor, mask: torch.Tensor, k: int = 10
+                     ) -> tuple[list[list[int]], float]:
+        """`search_crops_scored` without the scores."""
+        hits, seconds = self.search_crops_scored(objects, mask, k)
+        return [[pid for pid, _ in h] for h in hits], seconds
 
 
 # ----------------------------------------------------------------------- all methods on one KB

@@ -24,13 +24,23 @@ def kb_digest(kb: pd.DataFrame) -> str:
     return h.hexdigest()
 
 
-def kb_index(profile: str, kb_name: str, kb: pd.DataFrame, tok, tokenizer_name: str,
-             force: bool = False) -> CorpusIndex:
-    """The index of `kb` (columns pid, text) tokenized with `tok`; built once, then mmapped."""
-    cache = artifacts.stage_cache(
-        artifacts_dir(profile, "03_index"), kb_name.replace("/", "_"),
+def index_cache(profile: str, kb_name: str, kb: pd.DataFrame, tokenizer_name: str,
+                force: bool = False, root=None) -> artifacts.StageCache:
+    """Where `kb_index` caches the index of `kb`, and whether that cache is valid."""
+    return artifacts.stage_cache(
+        root if root is not None else artifacts_dir(profile, "03_index"),
+        kb_name.replace("/", "_"),
         key_parts=(kb_digest(kb), tokenizer_name, FORMAT, VERSION), force=force,
         sources=("index.py", "shard.py", "kb_index.py", "tokenizer.py"))
+
+
+def kb_index(profile: str, kb_name: str, kb: pd.DataFrame, tok, tokenizer_name: str,
+             force: bool = False, root=None) -> CorpusIndex:
+    """The index of `kb` (columns pid, text) tokenized with `tok`; built once, then mmapped.
+
+    `root`: the folder holding the cache (default: the profile's ``03_index``; `gemkr.kb` puts
+    a user's knowledge base under ``artifacts/<profile>/kb/<hash>/``)."""
+    cache = index_cache(profile, kb_name, kb, tokenizer_name, force, root)
     if not cache.valid:
         sp = specials(tok)
         docs = encode_passages(tok, kb["text"].tolist())

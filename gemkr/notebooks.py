@@ -26,6 +26,7 @@ NOTEBOOKS = (
     "06_ablations",
     "07_modality_keywords",
     "08_case_studies",
+    "09_your_data",
 )
 
 

@@ -20,6 +20,7 @@ STAGES = {
     "06_ablations": "notebook 06_ablations.ipynb",
     "07_modality_keywords": "notebook 07_modality_keywords.ipynb",
     "08_case_studies": "notebook 08_case_studies.ipynb",
+    "09_your_data": "notebook 09_your_data.ipynb",
 }
 
 
@@ -52,6 +53,11 @@ def artifacts_dir(profile: str, stage: str) -> Path:
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
     return _made(REPO_ROOT / "artifacts" / profile / stage)
+
+
+def user_kb_dir(profile: str) -> Path:
+    """``artifacts/<profile>/kb/``: indexes of knowledge bases of one's own (`gemkr.kb`)."""
+    return _made(REPO_ROOT / "artifacts" / profile / "kb")
 
 
 def logs_dir(profile: str) -> Path:

@@ -27,8 +27,13 @@ from gemkr.config import PROFILE_NAMES  # noqa: E402
 CELL_TIMEOUT = {"smoke": 900, "default": 3600}
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line naming the problem, exit 2 (not argparse's usage)
+        fail(f"{message} (see ./run_all.sh --help)")
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog="run_all.sh", description=__doc__.splitlines()[0])
+    ap = _Parser(prog="run_all.sh", description=__doc__.splitlines()[0])
     ap.add_argument("--profile", default="default", help="smoke | default | small | paper")
     ap.add_argument("--from", dest="start", metavar="NN", help="start at notebook NN (e.g. 04)")
     ap.add_argument("--only", metavar="NN", help="run only notebook NN")
@@ -57,6 +62,8 @@ def fail(msg: str, code: int = 2) -> None:
 
 def select(names: list[str], start: str | None, only: str | None) -> list[str]:
     """The notebooks to consider, in order; --from / --only take the two-digit prefix."""
+    if start is not None and only is not None:
+        fail(f"--from {start} and --only {only} conflict: give one of them")
     for flag, nn in (("--from", start), ("--only", only)):
         if nn is not None and not any(n.startswith(f"{nn}_") for n in names):
             fail(f"{flag} {nn}: no such notebook; notebooks: {', '.join(n[:2] for n in names)}")

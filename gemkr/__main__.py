@@ -1,0 +1,108 @@
+"""Command line: index a knowledge base of your own, retrieve for a picture and a question.
+
+    python -m gemkr index KB_FILE [--profile P]
+    python -m gemkr retrieve --image IMG --question TEXT [--kb KB-L|KB_FILE] [--profile P]
+                             [--method gemkr|bm25|minilm|clip-crops] [-k 10] [--json]
+
+Bad input (a missing or unreadable image, an empty question, a knowledge base file that cannot be
+used, an unknown profile, models not trained yet) exits with status 2 and one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import warnings
+from pathlib import Path
+
+
+class UsageError(Exception):
+    """Bad input: printed as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        raise UsageError(f"{message} (see python -m gemkr {self.prog.split()[-1]} --help)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = _Parser(prog="python -m gemkr", description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    ix = sub.add_parser("index", help="build (or reuse) the index of a knowledge base file")
+    ix.add_argument("kb_file", help="JSONL ({id, text} per line), CSV or TSV (id, text columns)")
+    ix.add_argument("--profile", default="default", help="whose tokenizer (default: default)")
+    ix.add_argument("--force", action="store_true", help="rebuild even when cached")
+    rt = sub.add_parser("retrieve", help="ranked passages for a picture and a question")
+    rt.add_argument("--image", required=True, help="image file (PNG, JPEG, ...)")
+    rt.add_argument("--question", required=True)
+    rt.add_argument("--kb", default="KB-L", help="KB-S, KB-M, KB-L or a knowledge base file")
+    rt.add_argument("--profile", default="default", help="trained profile (default: default)")
+    rt.add_argument("--method", default="gemkr", help="gemkr | bm25 | minilm | clip-crops")
+    rt.add_argument("-k", type=int, default=10, help="passages to return (GeMKR: at most 10)")
+    rt.add_argument("--json", action="store_true", help="one JSON array on stdout")
+    return ap
+
+
+def _quiet() -> None:
+    """Library chatter (progress bars, warnings) stays off stdout/stderr of a command."""
+    import os
+
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    warnings.filterwarnings("ignore")
+    logging.disable(logging.WARNING)
+
+
+def _index(args) -> int:
+    from .config import get_config
+    from .kb import user_index
+    from .tokenizer import load_tokenizer
+
+    cfg = get_config(args.profile)
+    if not Path(args.kb_file).exists():
+        raise UsageError(f"knowledge base file {args.kb_file} not found")
+    user = user_index(args.kb_file, load_tokenizer(cfg.tokenizer), cfg.tokenizer, cfg.profile,
+                      force=args.force)
+    size = sum(p.stat().st_size for p in (user.folder / "index").rglob("*") if p.is_file())
+    print(f"{args.kb_file}: {len(user.passages)} passages, {user.index.num_tokens} tokens, "
+          f"index {size} bytes, {user.seconds:.2f} s "
+          f"({'built' if user.built else 'reused'}: {user.folder})")
+    return 0
+
+
+def _retrieve(args) -> int:
+    import pandas as pd
+
+    from .retriever import Retriever, load_image
+
+    image = load_image(args.image)  # bad images fail before the models load
+    if not args.question.strip():
+        raise UsageError("the question is empty")
+    table = Retriever.load(profile=args.profile).retrieve(
+        image, args.question, kb=args.kb, k=args.k, method=args.method)
+    if args.json:
+        print(json.dumps(table.to_dict(orient="records"), ensure_ascii=False))
+    else:
+        with pd.option_context("display.max_colwidth", 80, "display.width", 160):
+            print(table.to_string(index=False))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .config import ConfigError
+    from .kb import KBFileError
+    from .retriever import InputError
+    from .trained import NotTrainedError
+
+    try:
+        args = _parser().parse_args(argv)
+        _quiet()
+        return _index(args) if args.command == "index" else _retrieve(args)
+    except (UsageError, ConfigError, KBFileError, InputError, NotTrainedError) as err:
+        print(f"gemkr: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,246 @@
+"""Retrieval for your own picture, question and knowledge base, on a trained profile.
+
+    from gemkr.retriever import Retriever
+    r = Retriever.load(profile="default")          # what ./run_all.sh trained
+    r.retrieve("photo.png", "What is the object on the left used for?", kb="KB-L", k=10)
+    r.retrieve(img, "What is this made of?", kb="my_passages.jsonl", method="bm25")
+
+It runs the notebooks' path for one query: the profile's YOLO detects objects -> their crops go
+through the frozen ViT (object features) -> the caption of the detected labels joins the question
+-> the object-aware prefix, visual tokens and LLM write clues under the FM-index constraint of the
+chosen knowledge base -> the passages the clues occur in. ``method="bm25"``/``"minilm"`` search
+question + caption, ``"clip-crops"`` the detected crops, so a user can compare on their input.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+METHODS = ("gemkr", "bm25", "minilm", "clip-crops")
+COLUMNS = ["rank", "passage_id", "text", "clue", "score"]
+
+
+class InputError(ValueError):
+    """A query the retriever cannot take (image, question, knowledge base, method)."""
+
+
+def load_image(image):
+    """An RGB PIL image from a path, a PIL image or an HxWx3 uint8 array."""
+    from PIL import Image, UnidentifiedImageError
+
+    if isinstance(image, Image.Image):
+        return image.convert("RGB")
+    if isinstance(image, np.ndarray):
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise InputError(f"an image array must be HxWx3 uint8, got shape {image.shape} "
+                             f"dtype {image.dtype}")
+        return Image.fromarray(image, "RGB")
+    if isinstance(image, str | Path):
+        path = Path(image)
+        if not path.is_file():
+            raise InputError(f"image file {path} not found")
+        try:
+            with Image.open(path) as im:
+                im.load()
+                return im.convert("RGB")
+        except UnidentifiedImageError as err:
+            raise InputError(f"{path} is not an image file PIL can read") from err
+        except OSError as err:
+            raise InputError(f"cannot read image {path}: {err}") from err
+    raise InputError(f"image must be a path, a PIL image or an HxWx3 uint8 array, not "
+                     f"{type(image).__name__}")
+
+
+def draw_picture(objects: pd.DataFrame, names: list[str], seed: int, size: int = 224):
+    """A new OKMoji-style picture of the named objects (glyphs installed with the kit), drawn
+    by the benchmark's renderer from a seed of your choice; returns (PIL image, boxes table)."""
+    from .data.render import render_scene
+
+    rows = objects.reset_index(drop=True)
+    missing = [n for n in names if n not in set(rows["name"])]
+    if missing:
+        raise InputError(f"no glyph for {missing}; names come from the objects table")
+    picks = [int(rows.index[rows["name"] == n][0]) for n in names]
+    img, placed = render_scene(seed, [rows.at[i, "char"] for i in picks], picks, size)
+    boxes = pd.DataFrame([{"name": rows.at[p.obj, "name"], "x0": p.box[0], "y0": p.box[1],
+                           "x1": p.box[2], "y1": p.box[3]} for p in placed])
+    return img, boxes
+
+
+class Retriever:
+    """The trained pipeline of one profile, ready for single queries (see the module doc)."""
+
+    def __init__(self, pipeline, yolo):
+        self.p, self.cfg, self.yolo = pipeline, pipeline.cfg, yolo
+        self.names = pipeline.bench.objects["name"].tolist()
+        self._kbs: dict[str, tuple[pd.DataFrame, object, str]] = {}
+        self._search: dict[tuple[str, str], object] = {}
+        self._encoder = None
+
+    @classmethod
+    def load(cls, profile: str = "default", device: str = "cpu", seed: int = 0) -> Retriever:
+        """Load what ``./run_all.sh --profile <profile>`` trained. Raises `NotTrainedError`
+        naming the command to run when a model is missing (nothing trains here)."""
+        from . import detect, trained
+        from .config import get_config
+        from .paths import REPO_ROOT
+
+        cfg = get_config(profile, seed=seed)
+        if not (REPO_ROOT / "artifacts" / profile / "04_training").is_dir():  # fail fast
+            raise trained.NotTrainedError(f"the {profile!r} models are not trained here: run "
+                                          f"./run_all.sh --profile {profile} first")
+        try:
+            pipe = trained.pipeline(cfg, device=device)
+            weights = detect.detector_weights(cfg, pipe.bench)
+        except (trained.NotTrainedError, FileNotFoundError) as err:
+            raise trained.NotTrainedError(
+                f"the {profile!r} models are not trained here: run ./run_all.sh --profile "
+                f"{profile} (or notebooks 01-04) first ({err})") from err
+        return cls(pipe, detect.load_yolo(weights))
+
+    # ------------------------------------------------------------------ the picture
+    @torch.no_grad()
+    def scene(self, image) -> dict:
+        """Detections, caption and model inputs of one picture."""
+        from .detect import caption
+        from .pretrain import crop, to_tensor
+        from .vision import encode_crops
+
+        img = load_image(image)
+        res = self.yolo.predict(np.asarray(img), imgsz=self.cfg.det_imgsz, conf=0.25,
+                                max_det=self.cfg.max_objects, device="cpu", verbose=False)[0]
+        order = np.argsort(-res.boxes.conf.numpy(), kind="stable")[: self.cfg.max_objects]
+        dets = pd.DataFrame([{"rank": r, "label": self.names[int(res.boxes.cls[i])],
+                              "conf": float(res.boxes.conf[i]),
+                              **dict(zip(("x0", "y0", "x1", "y1"),
+                                         res.boxes.xyxy[i].tolist(), strict=True))}
+                             for r, i in enumerate(order)],
+                            columns=["rank", "label", "conf", "x0", "y0", "x1", "y1"])
+        size, visual = self.cfg.vit_image_size, self.p.clip.visual
+        width = visual.transformer.width
+        objects = torch.zeros(1, self.cfg.max_objects, width)
+        mask = torch.zeros(1, self.cfg.max_objects, dtype=torch.bool)
+        if len(dets):
+            crops = torch.stack([crop(img, box, size) for box in
+                                 dets[["x0", "y0", "x1", "y1"]].to_numpy()])
+            objects[0, : len(dets)] = encode_crops(visual, crops)
+            mask[0, : len(dets)] = True
+        return {"image": img, "detections": dets, "caption": caption(dets["label"].tolist()),
+                "images": to_tensor(img, size)[None], "objects": objects, "mask": mask}
+
+    # ------------------------------------------------------------ knowledge bases
+    def knowledge_base(self, kb: str | Path) -> tuple[pd.DataFrame, object, str]:
+        """(passages with pid/id/text, index, cache name) of a built-in KB name or a file."""
+        key = str(kb)
+        if key not in self._kbs:
+            if key in self.p.bench.kb:
+                passages = self.p.bench.kb[key][["pid", "text"]].assign(
+                    id=lambda d: d["pid"].astype(str))
+                self._kbs[key] = (passages, self.p.indexes[key], key)
+            elif Path(key).suffix.lower() in (".jsonl", ".json", ".csv", ".tsv") or \
+                    Path(key).exists():
+                from .kb import user_index
+
+                user = user_index(key, self.p.tok, self.cfg.tokenizer, self.cfg.profile)
+                self._kbs[key] = (user.passages, user.index, f"kb/{user.folder.name}")
+            else:
+                raise InputError(f"unknown knowledge base {key!r}: use one of "
+                                 f"{', '.join(self.p.bench.kb)} or a .jsonl/.csv/.tsv file")
+        return self._kbs[key]
+
+    def _vectors(self, kb: str) -> np.ndarray:
+        from . import embeddings
+
+        if self._encoder is None:
+            self._encoder = embeddings.minilm_encoder()
+        if kb in self.p.bench.kb:  # notebook 03's vectors
+            return embeddings.kb_embeddings(self.cfg.profile, self.p.bench.kb, self._encoder)[0][kb]
+        from .kb import user_index, user_vectors
+
+        user = user_index(kb, self.p.tok, self.cfg.tokenizer, self.cfg.profile)
+        return user_vectors(user, self._encoder)
+
+    def _searcher(self, kb: str, method: str):
+        from . import baselines, evaluate
+
+        if (kb, method) not in self._search:
+            passages = self.knowledge_base(kb)[0]
+            if method == "bm25":
+                s = baselines.BM25(passages)
+            else:
+                s = baselines.DenseText(passages, self._encoder, embeddings=self._vectors(kb))
+                if method == "clip-crops":
+                    s = evaluate.ClipDense(self.p.clip, self.p.clip_tokenizer, s)
+            self._search[(kb, method)] = s
+        return self._search[(kb, method)]
+
+    # ------------------------------------------------------------------ retrieval
+    def retrieve(self, image, question: str, kb: str | Path = "KB-L", k: int = 10,
+                 method: str = "gemkr") -> pd.DataFrame:
+        """Ranked passages for one picture and question: columns rank, passage_id (the KB's or
+        the file's id), text, clue (GeMKR's clue that found the passage), score (GeMKR: the
+        clue's length-normalised log-probability; baselines: their similarity)."""
+        if not isinstance(question, str) or not question.strip():
+            raise InputError("the question is empty")
+        if method not in METHODS:
+            raise InputError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+        if k < 1:
+            raise InputError(f"k must be at least 1, got {k}")
+        passages, index, _ = self.knowledge_base(kb)
+        scene = self.scene(image)
+        text = f"{question.strip()} {scene['caption']}"
+        if method == "gemkr":
+            hits = self._gemkr(scene, text if self.cfg.use_caption else question.strip(), index)
+        elif method == "clip-crops":
+            pairs = self._searcher(str(kb), method).search_crops_scored(
+                scene["objects"], scene["mask"], k)[0][0]
+            hits = [(pid, "", score) for pid, score in pairs]
+        else:
+            pairs = self._searcher(str(kb), method).search_scored([text], k)[0][0]
+            hits = [(pid, "", score) for pid, score in pairs]
+        rows = passages.set_index("pid")
+        out = [{"rank": r, "passage_id": rows.at[pid, "id"], "text": rows.at[pid, "text"],
+                "clue": clue, "score": score}
+               for r, (pid, clue, score) in enumerate(hits[:k], 1)]
+        return pd.DataFrame(out, columns=COLUMNS)
+
+    def _gemkr(self, scene: dict, text: str, index) -> list[tuple[int, str, float]]:
+        from .decoding import DecodeConfig
+        from .model import Batch
+
+        batch = Batch(scene["images"], scene["objects"], scene["mask"], [text], None)
+        clues = self.p.model.retrieve(batch, index, DecodeConfig.from_config(self.cfg))[0]
+        hits: dict[int, tuple[str, float]] = {}
+        for c in clues:  # passages in clue order, each with the first clue that found it
+            for pid in c.docs.tolist():
+                hits.setdefault(int(pid), (self.p.tok.decode(list(c.tokens)), float(c.score)))
+        return [(pid, clue, score) for pid, (clue, score) in hits.items()]
+
+    def compare(self, image, questions: list[str], kb: str | Path = "KB-L", k: int = 5,
+                methods: tuple[str, ...] = METHODS) -> pd.DataFrame:
+        """Every method on every question, one long table (question, method + `retrieve`'s
+        columns); the picture is detected once per call of `retrieve`."""
+        frames = [self.retrieve(image, q, kb=kb, k=k, method=m).assign(question=q, method=m)
+                  for q in questions for m in methods]
+        return pd.concat(frames, ignore_index=True)[["question", "method", *COLUMNS]]
+
+
+def picture_figure(scene: dict, title: str = ""):
+    """The picture with the detector's boxes and labels (what the model's caption says)."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    fig, ax = plt.subplots(figsize=(4.2, 4.2))
+    ax.imshow(scene["image"])
+    for d in scene["detections"].itertuples():
+        ax.add_patch(Rectangle((d.x0, d.y0), d.x1 - d.x0, d.y1 - d.y0, fill=False, lw=2,
+                               color="tab:red"))
+        ax.text(d.x0, d.y0, f"{d.label} {d.conf:.2f}", color="white", fontsize=8, va="bottom",
+                bbox={"facecolor": "tab:red", "alpha": 0.8, "pad": 1, "lw": 0})
+    ax.set_axis_off()
+    ax.set_title(title or scene["caption"], fontsize=9)
+    return fig

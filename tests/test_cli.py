@@ -1,0 +1,73 @@
+"""`python -m gemkr`: the index command, and every bad input of `retrieve` gives exit status 2
+and one line on stderr naming the problem (before any model loads)."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from gemkr import paths
+from gemkr.__main__ import main
+from gemkr.paths import REPO_ROOT
+
+
+@pytest.fixture()
+def files(tmp_path, monkeypatch):
+    monkeypatch.setattr(paths, "REPO_ROOT", tmp_path / "repo")  # caches and "trained" models
+    img = tmp_path / "pic.png"
+    Image.fromarray(np.full((64, 64, 3), 200, np.uint8)).save(img)
+    good = tmp_path / "kb.jsonl"
+    good.write_text("".join(json.dumps({"id": f"p{i}", "text": t}) + "\n" for i, t in
+                            enumerate(["banana: a yellow fruit", "guitar: six strings"])))
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+    return {"img": img, "kb": good, "text": text, "tmp": tmp_path}
+
+
+def _run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_index_builds_then_reuses(files, capsys):
+    code, out, err = _run(capsys, "index", files["kb"], "--profile", "smoke")
+    assert code == 0 and "2 passages" in out and "built" in out, (out, err)
+    code, out, _ = _run(capsys, "index", files["kb"], "--profile", "smoke")
+    assert code == 0 and "reused" in out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["index", "{tmp}/missing.jsonl"], "not found"),
+    (["index", "{tmp}/empty.jsonl"], "holds no passages"),
+    (["index", "{kb}", "--profile", "nope"], "unknown profile 'nope'"),
+    (["retrieve", "--image", "{tmp}/missing.png", "--question", "q?"], "image file"),
+    (["retrieve", "--image", "{text}", "--question", "q?"], "is not an image file"),
+    (["retrieve", "--image", "{img}", "--question", "  "], "the question is empty"),
+    (["retrieve", "--image", "{img}", "--question", "q?", "--profile", "nope"],
+     "unknown profile 'nope'"),
+    (["retrieve", "--image", "{img}", "--question", "q?", "--profile", "small"],
+     "run ./run_all.sh --profile small"),
+    (["retrieve", "--question", "q?"], "required: --image"),
+    (["search"], "invalid choice"),
+])
+def test_bad_input_is_one_line_and_exit_2(files, capsys, argv, message):
+    (files["tmp"] / "empty.jsonl").write_text("")
+    argv = [a.format(tmp=files["tmp"], kb=files["kb"], text=files["text"], img=files["img"])
+            for a in argv]
+    code, out, err = _run(capsys, *argv)
+    assert code == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1 and message in err, err
+
+
+def test_module_entry_point_exit_status(files):
+    """The real command, as a script calls it."""
+    proc = subprocess.run([sys.executable, "-m", "gemkr", "retrieve", "--image",
+                           str(files["text"]), "--question", "what?"], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.strip().splitlines() == [
+        f"gemkr: {files['text']} is not an image file PIL can read"]

@@ -130,10 +130,61 @@ def run_variants(cfg, base, kb_name: str, variants=VARIANTS, device: str = "cpu"
                                     desc=v.name)
         runs[v.name] = run
         run.qids = questions["qid"].tolist()
+        run.fingerprint = fingerprint(p, dcfg, questions)
         rows.append(evaluate.score(run, questions, texts, cfg.eval_ks, cfg.answer_lowercase)
                     .assign(variant=v.name, group=v.group, seconds_per_query=run.seconds /
                             max(len(questions), 1)))
     return pd.concat(rows, ignore_index=True), runs, infos
+
+
+def fingerprint(p, dcfg, questions) -> dict:
+    """What a variant's retrieval is made of: the trained model's cache key, the switches the
+    model really runs with, the first prompt it reads, the boxes and the decoding settings."""
+    from .trained import table_key
+
+    m = p.model
+    return {"cache_key": p.info["gemkr"].get("cache_key"), "decode": repr(dcfg),
+            "image": m.use_image, "text": m.use_text,
+            "object_features": m.encoder.object_features, "dual_flow": m.encoder.dual_flow,
+            "lora": any("lora_" in n for n, _ in m.named_parameters()),
+            "llm": f"{m.llm.config.model_type}/{m.llm.config.hidden_size}"
+                   f"x{m.llm.config.num_hidden_layers}",
+            "prompt": questions["text"].iloc[0] if len(questions) else "",
+            "boxes": table_key(p.dets)}
+
+
+def no_op(cfg, v: Variant) -> bool:
+    """A trained variant whose switches are already the profile's settings (e.g. oracle boxes in
+    `smoke`, which always uses the exact boxes): it is the full model under another name."""
+    return bool(v.train) and all(getattr(cfg, k) == x for k, x in v.train.items())
+
+
+def variant_problems(runs: dict, cfg) -> list[str]:
+    """Variants that do not change what they claim (06's check): a trained variant must have its
+    own cache key and differ from the full model in what the model reads or runs; a decoding
+    variant must reuse the full model and decode differently; no two variants may be equal.
+    Variants that are no-ops in this profile (`no_op`) are exempt."""
+    skip = {v.name for v in VARIANTS if no_op(cfg, v)}
+    prints = {name: run.fingerprint for name, run in runs.items() if name not in skip}
+    full = prints[VARIANTS[0].name]
+    problems = []
+    for v in VARIANTS[1:]:
+        fp = prints.get(v.name)  # None: not run, or a no-op here
+        if fp is None:
+            continue
+        rest = {k: x for k, x in fp.items() if k not in ("cache_key", "decode")}
+        full_rest = {k: x for k, x in full.items() if k not in ("cache_key", "decode")}
+        if v.train and (fp["cache_key"] == full["cache_key"] or rest == full_rest):
+            problems.append(f"{v.name}: same trained model or same inputs as the full model")
+        if v.decode and (fp["cache_key"] != full["cache_key"] or fp["decode"] == full["decode"]):
+            problems.append(f"{v.name}: should reuse the full model and decode differently")
+    seen: dict[str, str] = {}
+    for name, fp in prints.items():
+        key = repr(sorted(fp.items()))
+        if key in seen:
+            problems.append(f"{name} equals {seen[key]}")
+        seen[key] = name
+    return problems
 
 
 def clue_table(runs: dict, tok) -> pd.DataFrame:

@@ -62,8 +62,8 @@ def batch_mode() -> bool:
 
 
 def widget(pipeline, questions, index, dcfg):
-    """The ipywidgets explorer: pick a test question (or type one for its scene) and read the
-    trace of its top clue (`trace`)."""
+    """The ipywidgets explorer: pick a test question (or type one for its scene), then step
+    through the trace of its top clue (`trace`): the table shows the steps up to `step`."""
     import ipywidgets as w
     from IPython.display import display
 
@@ -71,23 +71,34 @@ def widget(pipeline, questions, index, dcfg):
     from .examples import make_batch
 
     pick = w.Dropdown(options=[(f"{q.qid}: {q.question}", i) for i, q in
-                               enumerate(questions.itertuples())], description="question")
+                               enumerate(questions.itertuples())], description="question",
+                      layout=w.Layout(width="95%"))
     typed = w.Text(placeholder="or type a question about this scene", description="ask")
+    step = w.IntSlider(min=0, max=0, value=0, description="step")
     out = w.Output()
+    current: dict = {}
 
-    def show(*_):
+    def render(*_):
+        with out:
+            out.clear_output()
+            print("input:", current["text"])
+            display(current["trace"].iloc[: step.value + 1])
+
+    def decode(*_):
         q = questions.iloc[[pick.value]].copy()
         if typed.value.strip():
             q["text"] = typed.value.strip() + " " + q["caption"]
         run = gemkr_search(pipeline.model, pipeline.inputs, q, index, dcfg)
         tokens = list(run.clues[0][0].tokens) if run.clues[0] else []
-        with out:
-            out.clear_output()
-            print("input:", q["text"].iloc[0])
-            display(trace(pipeline.model, make_batch(q, pipeline.inputs), index, tokens,
-                          pipeline.tok))
+        current.update(text=q["text"].iloc[0], trace=trace(
+            pipeline.model, make_batch(q, pipeline.inputs), index, tokens, pipeline.tok))
+        last = len(current["trace"]) - 1
+        with step.hold_trait_notifications():  # one render for the new question, at its end
+            step.max, step.value = last, last
+        render()
 
-    pick.observe(show, "value")
-    typed.on_submit(show)
-    show()
-    return w.VBox([pick, typed, out])
+    pick.observe(decode, "value")
+    typed.on_submit(decode)
+    step.observe(render, "value")
+    decode()
+    return w.VBox([pick, typed, step, out])

@@ -281,6 +281,20 @@ class CorpusIndex:
         header.pop("files")
         return cls(shards, header, np.asarray(arrays["ids.npy"]))
 
+    @property
+    def content_key(self) -> str:
+        """A hash of the whole index (passage ids, tokens, suffix arrays): what a cache of
+        something trained on this knowledge base is keyed by (computed once, from the arrays:
+        the same for a built and a loaded index)."""
+        key = getattr(self, "_content_key", None)
+        if key is None:
+            h = hashlib.sha256(np.ascontiguousarray(self.ids).tobytes())
+            for s in self.shards:
+                for f in Shard.FILES:
+                    h.update(np.ascontiguousarray(getattr(s, f)).tobytes())
+            key = self._content_key = h.hexdigest()[:16]
+        return key
+
 
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()

@@ -14,7 +14,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from . import artifacts, plots
+from . import artifacts, plots, prerequisites
 from .config import Config, get_config
 from .paths import STAGES, artifacts_dir, figures_dir, rel, results_dir
 from .seed import seed_everything, stage_rng
@@ -85,6 +85,7 @@ def setup(
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
     cfg = get_config(profile, seed, **(overrides or {}))
+    prerequisites.check(stage, profile)  # one sentence naming the notebooks to run first
     logging.basicConfig(
         level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stdout
     )

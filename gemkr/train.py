@@ -95,9 +95,11 @@ def fit(model: torch.nn.Module, loss_fn: Callable, epoch_batches: Callable[[int]
     checks `hardware.bf16_native`; parameters and optimizer state stay float32). Resumes from
     `ckpt_dir` when it holds a checkpoint.
     """
+    import contextlib
+
     from accelerate import Accelerator
 
-    acc = Accelerator(cpu=device == "cpu", gradient_accumulation_steps=grad_accum)
+    acc = Accelerator(cpu=device == "cpu")
     optimizer = torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=(0.9, 0.999))
     total = max(1, epochs * math.ceil(steps_per_epoch / grad_accum))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -110,19 +112,30 @@ def fit(model: torch.nn.Module, loss_fn: Callable, epoch_batches: Callable[[int]
             start_epoch, history = state["epoch"], state["history"]
     start = time.perf_counter()
     model.train()
+    end = object()
     for epoch in range(start_epoch, epochs):
-        bar = tqdm(epoch_batches(epoch), total=steps_per_epoch, desc=f"{desc} {epoch + 1}/{epochs}")
-        for batch in bar:
-            with acc.accumulate(model):
+        bar = tqdm(total=steps_per_epoch, desc=f"{desc} {epoch + 1}/{epochs}")
+        batches = iter(epoch_batches(epoch))
+        batch, i = next(batches, end), 0
+        while batch is not end:
+            following, i = next(batches, end), i + 1
+            # Accumulation groups never cross an epoch: the epoch's last batch always steps, so
+            # the checkpoint written after it holds the whole state (an interrupted run resumes
+            # bitwise; accelerate's own counter would carry a partial group into the next epoch).
+            sync = i % grad_accum == 0 or following is end
+            with contextlib.nullcontext() if sync else acc.no_sync(model):
                 with autocast(device, bf16):
                     loss = loss_fn(model, batch)
-                acc.backward(loss)
+                acc.backward(loss / grad_accum)
+            if sync:
                 optimizer.step()
-                if acc.sync_gradients:
-                    scheduler.step()
+                scheduler.step()
                 optimizer.zero_grad()
             history.append(float(loss.detach()))
+            bar.update()
             bar.set_postfix(loss=f"{history[-1]:.3f}")
+            batch = following
+        bar.close()
         if ckpt_dir is not None:
             save_checkpoint(Path(ckpt_dir), acc.unwrap_model(model), optimizer, scheduler,
                             epoch + 1, history)

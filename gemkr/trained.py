@@ -151,7 +151,7 @@ def knowledge_llm(cfg, index, tok, sp, probe: list[int], *, train_if_missing: bo
     """(LLM, run info, cache key). ``tiny_llama`` is pretrained on the first
     ``llm_pretrain_tokens`` tokens of every passage of `index`; `probe` lists the index numbers
     of passages whose verbatim completion is measured (with a random sample of the rest)."""
-    digest = artifacts.cache_key(index.num_docs, index.num_tokens, index.ids[:50].tolist())
+    digest = index.content_key  # the whole KB it learns from, not a summary of it
     settings = _fields(cfg, LLM_FIELDS)
     # one folder per LLM setting: 06's in-kit LLaMA must not replace the profile's own LLM
     cache = _cache(cfg, f"llm-{artifacts.cache_key(settings)[:8]}", (digest, settings),
@@ -243,12 +243,15 @@ def gemkr_model(cfg, clip, llm, tok, sp, inputs: dict, questions, targets: list[
     `inputs` are the scene inputs (`scene_inputs`), `questions` the training questions
     (with a ``text`` column) and `targets` their clue token ids; `upstream` the cache keys of
     the vision tower, the LLM and the detections."""
-    cache = _cache(cfg, f"gemkr-{variant}", (*upstream, _fields(cfg, GEMKR_FIELDS)),
+    # keyed by the data it really trains on (questions, their input texts and clue targets, so
+    # the knowledge base the targets come from), not only by the settings listed in GEMKR_FIELDS
+    data = artifacts.cache_key(questions["qid"].tolist(), questions["text"].tolist(), targets)
+    cache = _cache(cfg, f"gemkr-{variant}", (*upstream, data, _fields(cfg, GEMKR_FIELDS)),
                    ("model.py", "vision.py", "examples.py", "train.py", "trained.py"), force,
                    device)
     model = assemble(cfg, clip, llm, tok, sp)
     if cache.valid:
-        return model.eval(), _load(cache, model)
+        return model.eval(), {**_load(cache, model), "cache_key": cache.key}
     if not train_if_missing:
         raise _missing(f"GeMKR model ({variant})", cache)
     base = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
@@ -268,7 +271,7 @@ def gemkr_model(cfg, clip, llm, tok, sp, inputs: dict, questions, targets: list[
             "settings": {k: v for k, v in dataclasses.asdict(cfg).items()
                          if k in GEMKR_FIELDS}}
     _save(cache, model, info)
-    return model.eval(), info
+    return model.eval(), {**info, "cache_key": cache.key}
 
 
 # ------------------------------------------------------------------------- the whole pipeline

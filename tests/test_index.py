@@ -186,3 +186,21 @@ def test_passage_tokens_and_numbers():
         assert idx.number_of(20) == 2
         with pytest.raises(IndexError_, match="passage id 99"):
             idx.number_of(99)
+
+
+def test_content_key_follows_the_content(tmp_path):
+    """Caches of models trained on a KB are keyed by the whole index (issue 17), the same for a
+    built and a loaded index, and different as soon as one token differs."""
+    from gemkr.index import CorpusIndex
+
+    docs = [[5, 6, 7], [8, 9], [5, 9, 9, 6]]
+    built = CorpusIndex.build(docs, eos=2, bos=1, vocab_size=16, progress=False)
+    built.save(tmp_path / "i")
+    loaded = CorpusIndex.load(tmp_path / "i")
+    assert built.content_key == loaded.content_key
+    other = CorpusIndex.build([[5, 6, 7], [8, 9], [5, 9, 9, 7]], eos=2, bos=1, vocab_size=16,
+                              progress=False)
+    assert other.content_key != built.content_key
+    renamed = CorpusIndex.build(docs, eos=2, bos=1, vocab_size=16, progress=False,
+                                ids=np.array([10, 11, 12]))
+    assert renamed.content_key != built.content_key

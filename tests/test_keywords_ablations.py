@@ -53,3 +53,34 @@ def test_every_variant_is_a_valid_switch():
         DecodeConfig.from_config(cfg, **v.decode)
         gemkr.get_config("smoke", **v.train)  # type-checked like a user override
     assert set(ablations.table().columns) == {"variant", "group", "what", "switches"}
+
+
+def test_variant_problems_catch_variants_that_change_nothing():
+    """06's check: a variant equal to the full model, or to another variant, is reported."""
+    from types import SimpleNamespace
+
+    from gemkr import ablations
+    from gemkr.config import get_config
+
+    cfg = get_config("default")
+    base = {"cache_key": "k0", "decode": "D0", "image": True, "text": True,
+            "object_features": True, "dual_flow": True, "lora": True, "llm": "llama/576x7",
+            "prompt": "q cap", "boxes": "b0"}
+
+    def run(**changes):
+        return SimpleNamespace(fingerprint={**base, **changes})
+
+    good = {"full model": run(), "w/o LoRA": run(cache_key="k1", lora=False),
+            "plain beams": run(decode="D1"), "caption instead of image": run(cache_key="k2",
+                                                                             image=False)}
+    assert ablations.variant_problems(good, cfg) == []
+    bad = dict(good, **{"w/o dual-flow attention": run(cache_key="k3")})  # switch did nothing
+    assert any("w/o dual-flow" in p for p in ablations.variant_problems(bad, cfg))
+    retrained = dict(good, **{"clue cap 4 tokens": run(cache_key="k9", decode="D2")})
+    assert any("clue cap" in p for p in ablations.variant_problems(retrained, cfg))
+    twins = dict(good, **{"image only": run(cache_key="k1", lora=False)})  # = w/o LoRA
+    assert any("equals" in p for p in ablations.variant_problems(twins, cfg))
+    smoke = get_config("smoke")  # smoke always uses exact boxes: that variant is a no-op there
+    noop = dict(good, **{"oracle boxes": run()})
+    assert ablations.variant_problems(noop, smoke) == []
+    assert ablations.variant_problems(noop, cfg) != []

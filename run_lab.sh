@@ -33,6 +33,8 @@ gemkr_bootstrap
 
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false MPLBACKEND=module://matplotlib_inline.backend_inline
 unset GEMKR_BATCH  # the interactive parts (08's decoding explorer) show in JupyterLab
+[[ $(id -u) -eq 0 ]] && LAB_ARGS+=(--allow-root)  # containers often run as root
 exec "$GEMKR_PY" -m jupyter lab --ip=127.0.0.1 --port="$PORT" --ServerApp.root_dir="$PWD/notebooks" \
   --LabApp.news_url="" --LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate \
+  --LabApp.app_settings_dir="$PWD/tools/jupyterlab" \
   ${LAB_ARGS[@]+"${LAB_ARGS[@]}"}

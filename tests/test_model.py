@@ -135,3 +135,31 @@ def test_shared_opening_gives_the_same_loss_and_gradients(setup):
     for name, g in grads[0][1].items():
         assert torch.allclose(g, grads[1][1][name], atol=1e-4, rtol=1e-3), name
     model.eval()
+
+
+def test_forward_equals_plain_cross_entropy_per_item(setup):
+    """forward()'s `logits_to_keep` slicing and left padding (issue 17): the batch loss equals the
+    token-weighted mean of a plain cross-entropy over full logits of each item run alone."""
+    cfg, model, _, docs = setup
+    model.eval()
+    torch.manual_seed(1)
+    s = cfg.vit_image_size
+    texts = ["What is this? a picture of a banana", "Hm?",
+             "Which vehicle is on the left of the big tree? a picture of a bus and a bicycle"]
+    targets = [docs[0][:2].tolist(), docs[4][:7].tolist(), docs[5][:4].tolist()]
+    batch = Batch(torch.randn(3, 3, s, s), torch.randn(3, 2, cfg.vit_width),
+                  torch.tensor([[True, True], [True, False], [False, False]]), texts, targets)
+    losses, count = [], 0
+    with torch.no_grad():
+        for i in range(3):
+            one = Batch(batch.images[i:i + 1], batch.objects[i:i + 1], batch.mask[i:i + 1],
+                        texts[i:i + 1], targets[i:i + 1])
+            embeds, mask, labels = model.inputs(one)
+            logits = model.llm(inputs_embeds=embeds, attention_mask=mask).logits[0, :-1].float()
+            losses.append(torch.nn.functional.cross_entropy(logits, labels[0, 1:],
+                                                            ignore_index=-100, reduction="sum"))
+            count += int((labels[0, 1:] != -100).sum())
+            assert int((labels[0, 1:] != -100).sum()) == len(targets[i]) + 1  # clue + EOS
+        reference = float(sum(losses)) / count
+        for share in (False, True):
+            assert abs(float(model(batch, share_opening=share)) - reference) < 1e-4, share

@@ -80,3 +80,14 @@ def test_a_checkpoint_of_another_configuration_is_refused(tmp_path):
     with pytest.raises(ValueError, match="another model configuration"):
         fit(other, _loss, lambda e: _data(e, 2, []), epochs=4, steps_per_epoch=2, lr=1e-2,
             min_lr=1e-4, warmup_steps=1, weight_decay=0.0, ckpt_dir=tmp_path / "a")
+
+
+def test_training_is_deterministic_for_a_fixed_seed(tmp_path):
+    """Same seed, same data order: the same weights and losses, bitwise (CPU)."""
+    runs = []
+    for k in range(2):
+        m = _model(7)
+        r = _fit(m, tmp_path / f"r{k}", 5, [], 2)
+        runs.append((r["history"], [p.detach().clone() for p in m.parameters()]))
+    assert runs[0][0] == runs[1][0]
+    assert all(torch.equal(a, b) for a, b in zip(runs[0][1], runs[1][1], strict=True))

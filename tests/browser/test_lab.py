@@ -60,7 +60,9 @@ def lab(tmp_path_factory):
         [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ip=127.0.0.1",
          f"--port={port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}",
          f"--ServerApp.root_dir={nbdir}", "--LabApp.news_url=",
-         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
+         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+         f"--LabApp.app_settings_dir={REPO_ROOT / 'tools' / 'jupyterlab'}",  # as run_lab.sh
+         *(["--allow-root"] if os.geteuid() == 0 else [])],
         cwd=nbdir, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -83,12 +85,14 @@ def lab(tmp_path_factory):
                 urllib.request.urlopen(req, timeout=10)  # noqa: S310
         except OSError:
             pass
-        os.killpg(proc.pid, signal.SIGTERM)
         try:
+            os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+        except ProcessLookupError:
+            pass
         subprocess.run(["pkill", "-9", "-f", str(runtime)], check=False)  # stray kernels
         log.close()
 
@@ -112,15 +116,18 @@ def page():
 def _open_and_run_all(page, lab, name: str) -> None:
     page.goto(f"{lab['base']}/lab/tree/{name}?token={lab['token']}")
     page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=120_000)
-    page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']",
+    page.wait_for_timeout(2000)
+    assert not page.get_by_text("Select Kernel").is_visible(), \
+        "the kit's kernel starts by itself (tools/jupyterlab/overrides.json)"
+    page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']:visible",
                            timeout=120_000)
     page.get_by_role("menuitem", name="Run", exact=True).click()
     page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
     start = time.time()
     while time.time() - start < RUN_TIMEOUT_S:  # every prompt numbered, kernel idle
         page.wait_for_timeout(1000)
-        busy = page.locator(".jp-InputPrompt", has_text="[*]").count()
-        idle = page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").count()
+        busy = page.locator(".jp-NotebookPanel:visible .jp-InputPrompt", has_text="[*]").count()
+        idle = page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']:visible").count()
         if not busy and idle:
             break
     else:

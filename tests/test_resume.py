@@ -14,9 +14,10 @@ class Stop(Exception):
     pass
 
 
-def _model(seed):
+def _model(seed, dropout=0.0):
     torch.manual_seed(seed)
-    m = torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.Tanh(), torch.nn.Linear(16, 3))
+    m = torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.Tanh(), torch.nn.Dropout(dropout),
+                            torch.nn.Linear(16, 3))
     with torch.no_grad():  # a frozen parameter, as the pretrained parts of GeMKR: the same
         m[0].bias.copy_(torch.linspace(-1, 1, 16))  # in every run, never in a checkpoint
     m[0].bias.requires_grad_(False)
@@ -49,15 +50,21 @@ def _optimizer(ckpt):
     return torch.load(ckpt / "optimizer.pt", weights_only=True)
 
 
-@pytest.mark.parametrize("grad_accum, steps, stop", [(1, 5, 2), (2, 6, 2), (2, 5, 2), (2, 5, 1)])
-def test_resume_into_a_fresh_model_is_bitwise_exact(tmp_path, grad_accum, steps, stop):
-    straight, seen_a = _model(0), []
+DROPOUT_GAP = pytest.mark.xfail(strict=True, reason="fit() does not checkpoint the torch RNG "
+                                "state that dropout (LoRA's, in GeMKR) draws from (issue 17)")
+
+
+@pytest.mark.parametrize("grad_accum, steps, stop, dropout", [
+    (1, 5, 2, 0.0), (2, 6, 2, 0.0), (2, 5, 2, 0.0), (2, 5, 1, 0.0),
+    pytest.param(1, 5, 2, 0.1, marks=DROPOUT_GAP)])
+def test_resume_into_a_fresh_model_is_bitwise_exact(tmp_path, grad_accum, steps, stop, dropout):
+    straight, seen_a = _model(0, dropout), []
     run_a = _fit(straight, tmp_path / "a", steps, seen_a, grad_accum)
 
     seen_b = []
     with pytest.raises(Stop):
-        _fit(_model(0), tmp_path / "b", steps, seen_b, grad_accum, stop_at=stop)
-    fresh, seen_c = _model(123), []  # other initial weights: only the checkpoint can fix them
+        _fit(_model(0, dropout), tmp_path / "b", steps, seen_b, grad_accum, stop_at=stop)
+    fresh, seen_c = _model(123, dropout), []  # other initial weights: the checkpoint fixes them
     run_c = _fit(fresh, tmp_path / "b", steps, seen_c, grad_accum)
 
     assert run_c["resumed_from_epoch"] == stop
@@ -75,8 +82,8 @@ def test_resume_into_a_fresh_model_is_bitwise_exact(tmp_path, grad_accum, steps,
 
 def test_a_checkpoint_of_another_configuration_is_refused(tmp_path):
     _fit(_model(0), tmp_path / "a", 2, [], 1)
-    other = torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.Tanh(), torch.nn.Linear(16, 3),
-                                torch.nn.Linear(3, 3))
+    other = torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.Tanh(), torch.nn.Dropout(0.0),
+                                torch.nn.Linear(16, 3), torch.nn.Linear(3, 3))
     with pytest.raises(ValueError, match="another model configuration"):
         fit(other, _loss, lambda e: _data(e, 2, []), epochs=4, steps_per_epoch=2, lr=1e-2,
             min_lr=1e-4, warmup_steps=1, weight_decay=0.0, ckpt_dir=tmp_path / "a")

@@ -10,6 +10,14 @@ used, an unknown profile, models not trained yet) exits with status 2 and one li
 
 from __future__ import annotations
 
+import os
+
+# progress bars of the libraries (tqdm, huggingface_hub, transformers) stay off a command's
+# stderr; set before anything imports them (tqdm reads its environment at import)
+os.environ.setdefault("TQDM_DISABLE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
 import argparse
 import json
 import logging
@@ -47,11 +55,14 @@ def _parser() -> argparse.ArgumentParser:
 
 def _quiet() -> None:
     """Library chatter (progress bars, warnings) stays off stdout/stderr of a command."""
-    import os
-
-    os.environ.setdefault("TQDM_DISABLE", "1")
     warnings.filterwarnings("ignore")
     logging.disable(logging.WARNING)
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
 
 
 def _index(args) -> int:
@@ -74,11 +85,14 @@ def _index(args) -> int:
 def _retrieve(args) -> int:
     import pandas as pd
 
+    from .kb import SUFFIXES, load_passages
     from .retriever import Retriever, load_image
 
-    image = load_image(args.image)  # bad images fail before the models load
+    image = load_image(args.image)  # bad input fails before the models load
     if not args.question.strip():
         raise UsageError("the question is empty")
+    if Path(args.kb).suffix.lower() in SUFFIXES or Path(args.kb).exists():
+        load_passages(args.kb)
     table = Retriever.load(profile=args.profile).retrieve(
         image, args.question, kb=args.kb, k=args.k, method=args.method)
     if args.json:

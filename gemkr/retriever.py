@@ -77,7 +77,7 @@ class Retriever:
     def __init__(self, pipeline, yolo):
         self.p, self.cfg, self.yolo = pipeline, pipeline.cfg, yolo
         self.names = pipeline.bench.objects["name"].tolist()
-        self._kbs: dict[str, tuple[pd.DataFrame, object, str]] = {}
+        self._kbs: dict[str, tuple[pd.DataFrame, object, object]] = {}
         self._search: dict[tuple[str, str], object] = {}
         self._encoder = None
 
@@ -133,20 +133,20 @@ class Retriever:
                 "images": to_tensor(img, size)[None], "objects": objects, "mask": mask}
 
     # ------------------------------------------------------------ knowledge bases
-    def knowledge_base(self, kb: str | Path) -> tuple[pd.DataFrame, object, str]:
-        """(passages with pid/id/text, index, cache name) of a built-in KB name or a file."""
+    def knowledge_base(self, kb: str | Path) -> tuple[pd.DataFrame, object, object]:
+        """(passages with pid/id/text, index, the `kb.UserKB` of a file or None) of a built-in
+        KB name or a knowledge base file."""
+        from .kb import SUFFIXES, user_index
+
         key = str(kb)
         if key not in self._kbs:
             if key in self.p.bench.kb:
                 passages = self.p.bench.kb[key][["pid", "text"]].assign(
                     id=lambda d: d["pid"].astype(str))
-                self._kbs[key] = (passages, self.p.indexes[key], key)
-            elif Path(key).suffix.lower() in (".jsonl", ".json", ".csv", ".tsv") or \
-                    Path(key).exists():
-                from .kb import user_index
-
+                self._kbs[key] = (passages, self.p.indexes[key], None)
+            elif Path(key).suffix.lower() in SUFFIXES or Path(key).exists():
                 user = user_index(key, self.p.tok, self.cfg.tokenizer, self.cfg.profile)
-                self._kbs[key] = (user.passages, user.index, f"kb/{user.folder.name}")
+                self._kbs[key] = (user.passages, user.index, user)
             else:
                 raise InputError(f"unknown knowledge base {key!r}: use one of "
                                  f"{', '.join(self.p.bench.kb)} or a .jsonl/.csv/.tsv file")
@@ -154,14 +154,13 @@ class Retriever:
 
     def _vectors(self, kb: str) -> np.ndarray:
         from . import embeddings
+        from .kb import user_vectors
 
         if self._encoder is None:
             self._encoder = embeddings.minilm_encoder()
-        if kb in self.p.bench.kb:  # notebook 03's vectors
+        user = self.knowledge_base(kb)[2]
+        if user is None:  # a built-in KB: notebook 03's vectors
             return embeddings.kb_embeddings(self.cfg.profile, self.p.bench.kb, self._encoder)[0][kb]
-        from .kb import user_index, user_vectors
-
-        user = user_index(kb, self.p.tok, self.cfg.tokenizer, self.cfg.profile)
         return user_vectors(user, self._encoder)
 
     def _searcher(self, kb: str, method: str):

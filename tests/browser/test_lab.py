@@ -180,8 +180,12 @@ def test_notebook_08_and_its_decoding_explorer(lab, page):
     # another question: the input line and the trace change
     options = explorer.locator(".widget-dropdown select option")
     explorer.locator(".widget-dropdown select").select_option(index=min(1, options.count() - 1))
-    page.wait_for_function("(prev) => document.querySelector('.widget-output').innerText "
-                           "!== prev", arg=_explorer_text(page), timeout=120_000)
+    # the output is cleared, then refilled: wait for the new input line and its table
+    page.wait_for_function(
+        "(prev) => { const t = document.querySelector('.widget-output').innerText;"
+        " return t !== prev && t.includes('input:') &&"
+        " document.querySelectorAll('.widget-output table tbody tr').length > 0; }",
+        arg=_explorer_text(page), timeout=120_000)
     assert _explorer_text(page).splitlines()[0] != first.splitlines()[0]
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / "08_case_studies.png"), full_page=True)

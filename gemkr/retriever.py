@@ -182,7 +182,8 @@ class Retriever:
                  method: str = "gemkr") -> pd.DataFrame:
         """Ranked passages for one picture and question: columns rank, passage_id (the KB's or
         the file's id), text, clue (GeMKR's clue that found the passage), score (GeMKR: the
-        clue's length-normalised log-probability; baselines: their similarity)."""
+        clue's length-normalised log-probability; baselines: their similarity). `image`: a
+        path, a PIL image, an HxWx3 uint8 array, or what `scene` returned for it."""
         if not isinstance(question, str) or not question.strip():
             raise InputError("the question is empty")
         if method not in METHODS:
@@ -190,7 +191,8 @@ class Retriever:
         if k < 1:
             raise InputError(f"k must be at least 1, got {k}")
         passages, index, _ = self.knowledge_base(kb)
-        scene = self.scene(image)
+        # a picture already run through `scene` (a dict) is not detected and encoded again
+        scene = image if isinstance(image, dict) else self.scene(image)
         text = f"{question.strip()} {scene['caption']}"
         if method == "gemkr":
             hits = self._gemkr(scene, text if self.cfg.use_caption else question.strip(), index)
@@ -222,8 +224,9 @@ class Retriever:
     def compare(self, image, questions: list[str], kb: str | Path = "KB-L", k: int = 5,
                 methods: tuple[str, ...] = METHODS) -> pd.DataFrame:
         """Every method on every question, one long table (question, method + `retrieve`'s
-        columns); the picture is detected once per call of `retrieve`."""
-        frames = [self.retrieve(image, q, kb=kb, k=k, method=m).assign(question=q, method=m)
+        columns); the picture is detected and encoded once."""
+        scene = self.scene(image)
+        frames = [self.retrieve(scene, q, kb=kb, k=k, method=m).assign(question=q, method=m)
                   for q in questions for m in methods]
         return pd.concat(frames, ignore_index=True)[["question", "method", *COLUMNS]]
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from .tokenizer import clue_text
+
 
 @dataclass(frozen=True)
 class Variant:
@@ -190,7 +192,7 @@ def variant_problems(runs: dict, cfg) -> list[str]:
 def clue_table(runs: dict, tok) -> pd.DataFrame:
     """Every clue of every variant's run: variant, qid, rank, clue text, tokens, corpus count
     and number of passages it maps to."""
-    rows = [{"variant": name, "qid": qid, "rank": r, "clue": tok.decode(list(c.tokens)),
+    rows = [{"variant": name, "qid": qid, "rank": r, "clue": clue_text(tok, c.tokens),
              "tokens": len(c.tokens), "count": c.count, "passages": len(c.docs)}
             for name, run in runs.items() for qid, clues in zip(run.qids, run.clues, strict=True)
             for r, c in enumerate(clues)]

@@ -7,6 +7,8 @@ import textwrap
 
 import pandas as pd
 
+from .tokenizer import clue_text
+
 
 def gold_ranks(questions: pd.DataFrame, ranked: list[list[int]]) -> list[int | None]:
     """1-based rank of each question's gold passage in its retrieval (None: not retrieved)."""
@@ -51,7 +53,7 @@ def case_figure(cases: pd.DataFrame, clues: list, ranked: list[list[int]], bench
         where = "not retrieved" if pd.isna(case.gold_rank) else f"gold #{int(case.gold_rank)}"
         lines = [f"[{case.outcome}, {where}] Q: {case.text}", f"answer object: {case.target_name}",
                  "clues (count in KB): " + " | ".join(
-                     f"{tok.decode(list(c.tokens))!r} ({c.count})"
+                     f"{clue_text(tok, c.tokens)!r} ({c.count})"
                      for c in clues[case.position][:n_clues])]
         for pid in ranked[case.position][:n_passages]:
             mark = "✓" if pid == case.gold_pid else "✗"

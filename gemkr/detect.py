@@ -123,6 +123,14 @@ def load_yolo(weights: str | os.PathLike):
     return YOLO(str(weights))
 
 
+def result_rows(res, names: list[str], max_det: int) -> list[tuple]:
+    """(rank, obj, label, score, x0, y0, x1, y1) of one ultralytics result, by confidence."""
+    boxes = res.boxes
+    order = np.argsort(-boxes.conf.numpy(), kind="stable")[:max_det]
+    return [(rank, int(boxes.cls[k]), names[int(boxes.cls[k])], float(boxes.conf[k]),
+             *boxes.xyxy[k].tolist()) for rank, k in enumerate(order)]
+
+
 def predict(model, bench, *, imgsz: int, max_det: int = 10, conf: float = 0.25,
             batch: int = 64) -> tuple[pd.DataFrame, float]:
     """Detections of every scene, ranked by confidence (at most `max_det` per image), and the
@@ -136,12 +144,7 @@ def predict(model, bench, *, imgsz: int, max_det: int = 10, conf: float = 0.25,
         results = model.predict(paths[s:s + batch], imgsz=imgsz, conf=conf, max_det=max_det,
                                 device="cpu", verbose=False)
         for sid, res in zip(ids[s:s + batch], results, strict=True):
-            boxes = res.boxes
-            order = np.argsort(-boxes.conf.numpy(), kind="stable")[:max_det]
-            for rank, k in enumerate(order):
-                obj = int(boxes.cls[k])
-                x0, y0, x1, y1 = boxes.xyxy[k].tolist()
-                rows.append((sid, rank, obj, names[obj], float(boxes.conf[k]), x0, y0, x1, y1))
+            rows += [(sid, *row) for row in result_rows(res, names, max_det)]
     per_image = (time.perf_counter() - start) / max(len(paths), 1) * 1e3
     return pd.DataFrame(rows, columns=DET_COLUMNS), per_image
 

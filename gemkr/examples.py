@@ -25,6 +25,26 @@ def scene_rows(bench) -> dict[int, int]:
     return {int(s): i for i, s in enumerate(bench.scenes["scene_id"].tolist())}
 
 
+def crops_of(img, boxes, size: int, max_objects: int) -> list[torch.Tensor]:
+    """The crops the encoder sees of one picture: its first `max_objects` boxes (x0, y0, x1, y1,
+    detector confidence order), each resized to `size`."""
+    return [crop(img, box, size) for box in np.asarray(boxes, dtype=float)[:max_objects]]
+
+
+@torch.no_grad()
+def object_inputs(visual, img, boxes, size: int, max_objects: int
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Object features (1,max_objects,width) and mask (1,max_objects) of one picture (a new
+    picture at query time; `scene_inputs` does every scene of the benchmark in batches)."""
+    objects = torch.zeros(1, max_objects, visual.transformer.width)
+    mask = torch.zeros(1, max_objects, dtype=torch.bool)
+    crops = crops_of(img, boxes, size, max_objects)
+    if crops:
+        objects[0, :len(crops)] = encode_crops(visual, torch.stack(crops))
+        mask[0, :len(crops)] = True
+    return objects, mask
+
+
 @torch.no_grad()
 def scene_inputs(bench, dets: pd.DataFrame, visual, size: int, max_objects: int,
                  crops_per_batch: int = 1024) -> dict[str, torch.Tensor]:
@@ -52,8 +72,9 @@ def scene_inputs(bench, dets: pd.DataFrame, visual, size: int, max_objects: int,
         images[i] = to_tensor(img, size)
         g = by_scene.get(sid)
         if g is not None:
-            for j, box in enumerate(g[["x0", "y0", "x1", "y1"]].to_numpy()[:max_objects]):
-                crops.append(crop(img, box, size))
+            for j, c in enumerate(crops_of(img, g[["x0", "y0", "x1", "y1"]].to_numpy(), size,
+                                           max_objects)):
+                crops.append(c)
                 slots.append((i, j))
         if len(crops) >= crops_per_batch:
             flush()

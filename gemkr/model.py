@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -126,7 +127,12 @@ def add_lora(llm, cfg):
     lora = peft.LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                            target_modules=["q_proj", "v_proj"], bias="none",
                            task_type="CAUSAL_LM")
-    return peft.get_peft_model(llm, lora)
+    with warnings.catch_warnings():
+        # peft asks the model the deprecated `is_gradient_checkpointing`; transformers' notice
+        # about it (with the absolute install path) says nothing to a user of the kit
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing",
+                                category=FutureWarning)
+        return peft.get_peft_model(llm, lora)
 
 
 @dataclass

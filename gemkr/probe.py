@@ -23,6 +23,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .tokenizer import clue_text
+
 
 @dataclass(frozen=True)
 class ProbeItem:
@@ -32,8 +34,11 @@ class ProbeItem:
 
 
 def first_token(tok, name: str) -> int:
-    """The first token id of `name` as a clue starts it (a passage's opening, no leading space)."""
-    return int(tok(name, add_special_tokens=False)["input_ids"][0])
+    """The first token id of `name` as a clue starts it (a passage's opening, encoded as the
+    index encodes passages: `tokenizer.word_prefix`)."""
+    from .tokenizer import word_prefix
+
+    return int(tok(word_prefix(tok) + name, add_special_tokens=False)["input_ids"][0])
 
 
 def scene_labels(dets: pd.DataFrame) -> dict[int, list[str]]:
@@ -152,7 +157,7 @@ def gemkr_rows(model, inputs: dict, questions: pd.DataFrame, items: list[ProbeIt
     """The three probes of the tuned GeMKR; `run` is its constrained decoding of `questions`
     (an `evaluate.Run`) on the largest KB."""
     share, chance = named_first(gemkr_next_logits(model, inputs, questions), items)
-    best = [tok.decode(list(c[0].tokens)) if c else "" for c in run.clues]
+    best = [clue_text(tok, c[0].tokens) if c else "" for c in run.clues]
     alone, n_alone = gold_top5_named_alone(questions, run.ranked)
     return [row("tuned GeMKR", "object_named", share, len(items), chance),
             row("tuned GeMKR", "clue_names_object",

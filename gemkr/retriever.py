@@ -20,6 +20,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .tokenizer import clue_text
+
 METHODS = ("gemkr", "bm25", "minilm", "clip-crops")
 COLUMNS = ["rank", "passage_id", "text", "clue", "score"]
 
@@ -106,29 +108,19 @@ class Retriever:
     @torch.no_grad()
     def scene(self, image) -> dict:
         """Detections, caption and model inputs of one picture."""
-        from .detect import caption
-        from .pretrain import crop, to_tensor
-        from .vision import encode_crops
+        from .detect import caption, result_rows
+        from .examples import object_inputs
+        from .pretrain import to_tensor
 
         img = load_image(image)
         res = self.yolo.predict(np.asarray(img), imgsz=self.cfg.det_imgsz, conf=0.25,
                                 max_det=self.cfg.max_objects, device="cpu", verbose=False)[0]
-        order = np.argsort(-res.boxes.conf.numpy(), kind="stable")[: self.cfg.max_objects]
-        dets = pd.DataFrame([{"rank": r, "label": self.names[int(res.boxes.cls[i])],
-                              "conf": float(res.boxes.conf[i]),
-                              **dict(zip(("x0", "y0", "x1", "y1"),
-                                         res.boxes.xyxy[i].tolist(), strict=True))}
-                             for r, i in enumerate(order)],
-                            columns=["rank", "label", "conf", "x0", "y0", "x1", "y1"])
-        size, visual = self.cfg.vit_image_size, self.p.clip.visual
-        width = visual.transformer.width
-        objects = torch.zeros(1, self.cfg.max_objects, width)
-        mask = torch.zeros(1, self.cfg.max_objects, dtype=torch.bool)
-        if len(dets):
-            crops = torch.stack([crop(img, box, size) for box in
-                                 dets[["x0", "y0", "x1", "y1"]].to_numpy()])
-            objects[0, : len(dets)] = encode_crops(visual, crops)
-            mask[0, : len(dets)] = True
+        dets = pd.DataFrame(result_rows(res, self.names, self.cfg.max_objects),
+                            columns=["rank", "obj", "label", "conf", "x0", "y0", "x1", "y1"]
+                            ).drop(columns="obj")
+        size = self.cfg.vit_image_size
+        objects, mask = object_inputs(self.p.clip.visual, img, dets[["x0", "y0", "x1", "y1"]],
+                                      size, self.cfg.max_objects)
         return {"image": img, "detections": dets, "caption": caption(dets["label"].tolist()),
                 "images": to_tensor(img, size)[None], "objects": objects, "mask": mask}
 
@@ -218,7 +210,7 @@ class Retriever:
         hits: dict[int, tuple[str, float]] = {}
         for c in clues:  # passages in clue order, each with the first clue that found it
             for pid in c.docs.tolist():
-                hits.setdefault(int(pid), (self.p.tok.decode(list(c.tokens)), float(c.score)))
+                hits.setdefault(int(pid), (clue_text(self.p.tok, c.tokens), float(c.score)))
         return [(pid, clue, score) for pid, (clue, score) in hits.items()]
 
     def compare(self, image, questions: list[str], kb: str | Path = "KB-L", k: int = 5,

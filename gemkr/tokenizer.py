@@ -6,6 +6,12 @@ specials differ from LLaMA-1 (offline-assets §2): bos ``<|im_start|>`` = 1, eos
 pad = eos, and encoding adds no BOS. So index passages are built as
 ``[bos] + encode(text, add_special_tokens=False) + [eos]`` (GeMKR's ``encode(doc)[1:]`` would drop
 a real token here; trap T6), and clue targets are slices of exactly these ids.
+
+A passage is encoded as running text, its first word included (`word_prefix`). LLaMA's
+SentencePiece tokenizer does this by itself (its dummy prefix turns "frog" into "▁frog", the token
+of the word inside a sentence); SmolLM2's byte-level BPE does not ("frog" -> "f" "rog", while the
+caption's " frog" is one token). Without the space a clue's first token is a piece the caption
+never contains, and the LLM must translate where it could copy.
 """
 
 from __future__ import annotations
@@ -67,15 +73,32 @@ def specials(tok) -> Specials:
     return Specials(int(bos), int(eos), int(pad), int(len(tok)))
 
 
+@functools.lru_cache(maxsize=8)
+def word_prefix(tok) -> str:
+    """What to put before a passage so that its first word is tokenized as in running text:
+    " " for byte-level BPE (SmolLM2), "" for tokenizers that mark word starts themselves
+    (SentencePiece's dummy prefix, LLaMA)."""
+    first = tok.convert_ids_to_tokens(tok("the", add_special_tokens=False)["input_ids"])[0]
+    return "" if first.startswith(("\u2581", "\u0120")) else " "
+
+
+def clue_text(tok, tokens) -> str:
+    """A clue's (or passage opening's) text from its index token ids, without the word prefix."""
+    return tok.decode([int(t) for t in tokens]).strip()
+
+
 def encode_passages(tok, texts: list[str], batch_size: int = 4096) -> list[np.ndarray]:
-    """Token ids of each passage without specials (the index adds [bos] ... [eos])."""
+    """Token ids of each passage without specials (the index adds [bos] ... [eos]), its first
+    word tokenized as in running text (`word_prefix`)."""
     from tqdm.auto import tqdm
 
     dtype = np.uint16 if len(tok) <= 65536 else np.uint32
     out: list[np.ndarray] = []
+    prefix = word_prefix(tok)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     for s in tqdm(range(0, len(texts), batch_size), desc="tokenizing passages"):
-        ids = tok(texts[s:s + batch_size], add_special_tokens=False)["input_ids"]
+        ids = tok([prefix + t for t in texts[s:s + batch_size]],
+                  add_special_tokens=False)["input_ids"]
         out.extend(np.asarray(x, dtype=dtype) for x in ids)
     empty = [i for i, x in enumerate(out) if x.size == 0]
     if empty:

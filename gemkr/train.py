@@ -51,15 +51,17 @@ def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def save_checkpoint(directory: Path, model, optimizer, scheduler, epoch: int,
                     history: list[float]) -> None:
-    """Trainable weights (safetensors) + optimizer/scheduler state; `state.json` written last."""
+    """Trainable weights (safetensors) + optimizer/scheduler state and the torch RNG state
+    (dropout, LoRA's included, draws from it: without it a resumed run trains on other dropout
+    masks); `state.json` written last."""
     from safetensors.torch import save_file
 
     directory.mkdir(parents=True, exist_ok=True)
     with atomic_path(directory / "trainable.safetensors") as tmp:
         save_file(trainable_state(model), str(tmp))
     with atomic_path(directory / "optimizer.pt") as tmp:
-        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
-                   tmp)
+        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "rng": torch.get_rng_state()}, tmp)
     write_json(directory / "state.json", {"epoch": epoch, "history": history})
 
 
@@ -81,6 +83,8 @@ def load_checkpoint(directory: Path, model, optimizer=None, scheduler=None) -> d
         opt = torch.load(directory / "optimizer.pt", weights_only=True)
         optimizer.load_state_dict(opt["optimizer"])
         scheduler.load_state_dict(opt["scheduler"])
+        if "rng" in opt:
+            torch.set_rng_state(opt["rng"])
     return json.loads(state_file.read_text())
 
 

@@ -18,6 +18,7 @@ trainable tensors (safetensors) and a JSON of the run (loss history, wall time, 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import shutil
@@ -27,9 +28,11 @@ import numpy as np
 import torch
 
 from . import artifacts, examples, knowledge, pretrain, train
+from .config import recorded_reads
 from .hardware import bf16_native
 from .model import GeMKR, add_lora, build_llm, template_ids
 from .paths import artifacts_dir
+from .tokenizer import clue_text
 from .vision import PrefixViT, VisualTokens, create_clip
 
 STAGE = "04_training"
@@ -45,8 +48,52 @@ GEMKR_FIELDS = ("prefix_len", "dual_flow", "object_features", "mask_empty_slots"
                 "clue_max_tokens", "min_clue_tokens")
 
 
+# Settings every trained part's key covers: the profile names the cache folder, `_cache` adds the
+# seed and whether training runs in bfloat16 here; decoding-only settings never change weights.
+IN_EVERY_KEY = ("profile", "seed", "train_bf16")
+DECODING_ONLY = ("decode_bf16",)
+
+
 class NotTrainedError(RuntimeError):
     """A downstream notebook asked for a model notebook 04 has not trained yet."""
+
+
+class CacheKeyError(RuntimeError):
+    """A stage's training read a setting its cache key does not cover."""
+
+
+_RECORDING: list[tuple[str, set, frozenset]] = []
+
+
+def keyed_by(declared: tuple[str, ...], *, also: tuple[str, ...] = ()):
+    """Run a trained stage while recording the `Config` fields it reads; `_save` refuses to
+    store its result when it read one outside `declared` + `also` + `IN_EVERY_KEY` (the cache key
+    is built from `declared`; `also` are settings whose effect the key holds another way, e.g.
+    through a hash of the data they select). The declaration next to the code is thereby
+    checked on every training, in every profile (issue 17)."""
+    allowed = frozenset((*declared, *also, *IN_EVERY_KEY))
+
+    def wrap(fn):
+        @functools.wraps(fn)
+        def run(cfg, *args, **kwargs):
+            with recorded_reads() as seen:
+                _RECORDING.append((fn.__name__, seen, allowed))
+                try:
+                    return fn(cfg, *args, **kwargs)
+                finally:
+                    _RECORDING.pop()
+        return run
+    return wrap
+
+
+def _check_reads() -> None:
+    if not _RECORDING:
+        return
+    name, seen, allowed = _RECORDING[-1]
+    extra = sorted(seen - allowed)
+    if extra:
+        raise CacheKeyError(f"{name} read {extra} while training, but its cache key does not "
+                            "cover them: add them to its field list in gemkr/trained.py")
 
 
 def _fields(cfg, names) -> dict:
@@ -73,6 +120,7 @@ def _ckpt(cache) -> Path:
 def _save(cache, model, info: dict) -> None:
     from safetensors.torch import save_file
 
+    _check_reads()
     with cache.writing(**{k: v for k, v in info.items() if k != "history"}) as tmp:
         save_file(train.trainable_state(model), str(tmp / "trainable.safetensors"))
         artifacts.write_json(tmp / "run.json", info)
@@ -92,6 +140,7 @@ def _missing(what: str, cache) -> NotTrainedError:
 
 
 # ------------------------------------------------------------------------------ 1 vision tower
+@keyed_by(VISION_FIELDS)
 def vision_tower(cfg, bench, *, train_if_missing: bool = True, force: bool = False,
                  device: str = "cpu"):
     """(clip model, text tokenizer, run info, cache key) of the contrastively trained ViT."""
@@ -129,7 +178,7 @@ def vision_tower(cfg, bench, *, train_if_missing: bool = True, force: bool = Fal
 # ---------------------------------------------------------------------------- 2 knowledge LLM
 def index_texts(index, tok, numbers) -> list[str]:
     """Passage texts as the index stores them (decoded token ids)."""
-    return [tok.decode(index.passage_tokens(int(n)).tolist()) for n in numbers]
+    return [clue_text(tok, index.passage_tokens(int(n))) for n in numbers]
 
 
 def knowledge_starts(cfg, tok, sp, names: list[str]) -> list[list[int]]:
@@ -146,6 +195,7 @@ def knowledge_starts(cfg, tok, sp, names: list[str]) -> list[list[int]]:
                      f"{cfg.llm_pretrain_context!r}")
 
 
+@keyed_by(LLM_FIELDS)
 def knowledge_llm(cfg, index, tok, sp, probe: list[int], *, train_if_missing: bool = True,
                   force: bool = False, device: str = "cpu"):
     """(LLM, run info, cache key). ``tiny_llama`` is pretrained on the first
@@ -235,6 +285,7 @@ def train_subset(questions, n: int | None, seed: int):
     return questions.iloc[np.sort(keep)].reset_index(drop=True)
 
 
+@keyed_by(GEMKR_FIELDS, also=DECODING_ONLY)
 def gemkr_model(cfg, clip, llm, tok, sp, inputs: dict, questions, targets: list[list[int]],
                 upstream: tuple, *, variant: str = "full", train_if_missing: bool = True,
                 force: bool = False, device: str = "cpu"):
@@ -268,8 +319,7 @@ def gemkr_model(cfg, clip, llm, tok, sp, inputs: dict, questions, targets: list[
                     if not p.requires_grad)
     info = {**out, "variant": variant, "train_questions": len(questions),
             "base_weights_unchanged": unchanged, "trainable": model.trainable_parameters(),
-            "settings": {k: v for k, v in dataclasses.asdict(cfg).items()
-                         if k in GEMKR_FIELDS}}
+            "settings": _fields(cfg, GEMKR_FIELDS)}
     _save(cache, model, info)
     return model.eval(), {**info, "cache_key": cache.key}
 

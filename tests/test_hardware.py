@@ -39,3 +39,20 @@ def test_fit_in_bf16_learns_like_fp32_and_keeps_float32_state():
     assert out16["history"][-1] < 0.05 * out16["history"][0]
     # same schedule, same seed: the bf16 run ends near the fp32 one (rounded products only)
     assert abs(out16["history"][-1] - out32["history"][-1]) < 0.05 * out32["history"][0]
+
+
+def test_fit_runs_the_loss_products_in_bf16_only_when_asked():
+    """The label is not enough: inside `fit`, the activations the loss sees are bfloat16 on the
+    bf16 path and float32 otherwise (GeMKR's loss: `model.GeMKR.forward`)."""
+    seen = {}
+    x = torch.randn(8, 4)
+
+    def loss(m, b):
+        out = m(b)
+        seen.setdefault(bf16, out.dtype)
+        return out.float().pow(2).mean()
+
+    for bf16 in (True, False):
+        train.fit(torch.nn.Linear(4, 2), loss, lambda e: [x], epochs=1, steps_per_epoch=1,
+                  lr=1e-3, min_lr=1e-4, warmup_steps=0, weight_decay=0.0, bf16=bf16)
+    assert seen == {True: torch.bfloat16, False: torch.float32}

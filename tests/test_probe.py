@@ -86,3 +86,29 @@ def test_probe_tells_a_reader_from_a_prompt_blind_model(tok):
     assert probe.named_first(reader, items)[0] == 1.0
     share, chance = probe.named_first(blind, items)
     assert share < 0.6 and chance == pytest.approx(2 / 7)
+
+
+def test_a_passage_starts_with_the_token_its_first_word_has_in_a_caption(tok):
+    """The index encodes a passage as running text (`word_prefix`): the clue's first token is the
+    token the caption uses for the same word, so the LLM can copy it (issue 14). Without the
+    prefix SmolLM2's BPE splits "frog" into "f" "rog"."""
+    from gemkr.detect import caption
+    from gemkr.tokenizer import clue_text, encode_passages
+
+    ids = encode_passages(tok, ["frog, toad: a tailless amphibian"])[0].tolist()
+    in_caption = tok(caption(["frog"]), add_special_tokens=False)["input_ids"]
+    assert ids[0] == in_caption[-1] == probe.first_token(tok, "frog")
+    assert clue_text(tok, ids[:3]) == "frog, toad"
+
+
+def test_word_prefix_is_empty_for_tokenizers_that_mark_word_starts():
+    from gemkr.tokenizer import word_prefix
+
+    class SentencePieceLike:  # LLaMA: "the" -> "▁the" (dummy prefix)
+        def __call__(self, text, add_special_tokens=False):
+            return {"input_ids": [7]}
+
+        def convert_ids_to_tokens(self, ids):
+            return ["\u2581the"]
+
+    assert word_prefix(SentencePieceLike()) == ""

@@ -37,7 +37,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--profile", default="default", help="smoke | default | small | paper")
     ap.add_argument("--from", dest="start", metavar="NN", help="start at notebook NN (e.g. 04)")
     ap.add_argument("--only", metavar="NN", help="run only notebook NN")
-    ap.add_argument("--force", action="store_true", help="rerun notebooks even when up to date")
+    ap.add_argument("--force", action="store_true",
+                    help="rerun notebooks even when up to date, with FORCE=True (caches rebuilt)")
     ap.add_argument("--dry-run", action="store_true", help="print what would run, run nothing")
     ap.add_argument(
         "-p",
@@ -158,29 +159,100 @@ def run_notebook(name: str, params: dict, profile: str, log_path: Path) -> tuple
     return code == 0 and not unknown, out
 
 
-def write_manifest(profile: str, rows: dict[str, dict], params: dict) -> Path:
+def hardware() -> dict:
+    """The machine a run's numbers come from: processor, cores, and which training path it takes
+    (bfloat16 where native, else float32; the two train to different numbers)."""
+    import torch
+
+    from gemkr.hardware import bf16_native
+
+    model = None
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    native = bf16_native("cpu")
+    return {"processor": model, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "bf16_native": native, "gpu": torch.cuda.get_device_name(0)
+            if torch.cuda.is_available() else None,
+            "path": "bfloat16 autocast (native)" if native else "float32"}
+
+
+def user_command(argv: list[str]) -> str:
+    """The command as the user typed it (without the notebook list run_all.sh passes)."""
+    shown, skip = [], False
+    for a in argv:
+        if a == "--notebooks":
+            skip = True
+            continue
+        if skip and not a.startswith("-"):
+            continue
+        skip = False
+        shown.append(a)
+    return " ".join(["./run_all.sh", *shown])
+
+
+def is_cold(profile: str) -> bool:
+    """True when no stage cache of `profile` exists yet (a run from scratch)."""
+    art = ROOT / "artifacts" / profile
+    return not art.exists() or not any(p.name != "_stamps" for p in art.iterdir())
+
+
+def write_manifest(profile: str, rows: dict[str, dict], run: dict, keys: dict[str, str]) -> Path:
+    """``results/<profile>/manifest.json``: this run (command, commit, hardware, cold or not) and
+    one row per notebook whose results are current. A notebook this run skipped keeps the row of
+    the run that made it; rows of notebooks whose finished-stamp no longer matches the code
+    (stale) or that left the run order are dropped, so the file never mixes in an old result
+    silently. ``one_cold_run`` says whether every row comes from this run and it started cold."""
     path = ROOT / "results" / profile / "manifest.json"
     try:
-        manifest = json.loads(path.read_text())
+        old = json.loads(path.read_text()).get("notebooks", {})
     except (FileNotFoundError, json.JSONDecodeError):
-        manifest = {}
-    manifest.update(
-        {
-            "profile": profile,
-            "seed": params.get("SEED", 0),
-            "git": artifacts.git_state(),
-            "python": sys.version.split()[0],
-            "command": "./run_all.sh " + " ".join(sys.argv[1:]),
-            "packages": {
-                d.metadata["Name"]: d.version
-                for d in sorted(
-                    metadata.distributions(), key=lambda d: (d.metadata["Name"] or "").lower()
-                )
-            },
-        }
-    )
-    manifest.setdefault("notebooks", {}).update(rows)
+        old = {}
+    stamps = ROOT / "artifacts" / profile / "_stamps"
+    current = {}
+    for name, key in keys.items():
+        row = rows.get(name)
+        if row is None or row["status"] == "skipped":
+            stamp = stamps / f"{name}.stamp"
+            fresh = stamp.exists() and stamp.read_text().strip() == key
+            if fresh and name in old and old[name].get("status") == "ok":
+                current[name] = old[name]
+            continue
+        current[name] = {**row, "run": run["started"], "commit": run["git"]["commit"],
+                         "dirty": run["git"]["dirty"]}
+    manifest = {
+        "profile": profile,
+        "seed": run["seed"],
+        "run": {k: v for k, v in run.items() if k != "seed"},
+        "one_cold_run": bool(run["cold"]) and len(current) == len(keys) and all(
+            r.get("run") == run["started"] and r.get("status") == "ok"
+            for r in current.values()),
+        "notebooks": current,
+        "packages": {
+            d.metadata["Name"]: d.version
+            for d in sorted(metadata.distributions(),
+                            key=lambda d: (d.metadata["Name"] or "").lower())
+        },
+    }
     return artifacts.write_json(path, manifest)
+
+
+def drop_outputs(profile: str, stage: str | None = None) -> None:
+    """Forget ``outputs.json`` entries of `stage` (before its notebook writes them again) and of
+    files that no longer exist."""
+    index = ROOT / "results" / profile / "outputs.json"
+    try:
+        entries = json.loads(index.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return
+    keep = {k: v for k, v in entries.items()
+            if v.get("stage") != stage and (ROOT / k).exists()}
+    if keep != entries:
+        artifacts.write_json(index, keep)
 
 
 def main(argv: list[str]) -> int:
@@ -191,6 +263,11 @@ def main(argv: list[str]) -> int:
     profile = args.profile
     stamps = ROOT / "artifacts" / profile / "_stamps"
     logs = ROOT / "logs" / profile
+    run = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+           "command": user_command(argv), "git": artifacts.git_state(),
+           "cold": is_cold(profile), "seed": next(iter(todo.values()), {}).get("SEED", 0),
+           "hardware": None if args.dry_run else hardware(),
+           "python": sys.version.split()[0]}
     stamps.mkdir(parents=True, exist_ok=True)
     logs.mkdir(parents=True, exist_ok=True)
     rows: dict[str, dict] = {}
@@ -200,6 +277,7 @@ def main(argv: list[str]) -> int:
     keys, previous, source = {}, profile, artifacts.source_hash()
     for name in args.notebooks:
         keys[name] = previous = stamp_key(previous, name, all_params[name], source)
+    declared = {name: notebooks.read_parameters(notebooks.notebook_path(name)) for name in todo}
     for name in todo:
         key = keys[name]
         stamp = stamps / f"{name}.stamp"
@@ -207,18 +285,23 @@ def main(argv: list[str]) -> int:
             print(f"== {name}: up to date, skipped (use --force to rerun)")
             rows[name] = {"status": "skipped", "wall_s": 0.0}
             continue
+        # --force: the notebook also rebuilds its caches (FORCE is not part of the stamp key:
+        # it changes how results are reached, not what they are)
+        params = {**todo[name], **({"FORCE": True} if args.force and "FORCE" in declared[name]
+                                   else {})}
         if args.dry_run:
-            print(f"== {name}: would run with {json.dumps(todo[name])}")
+            print(f"== {name}: would run with {json.dumps(params)}")
             continue
-        print(f"== {name}: running with {json.dumps(todo[name])}")
+        print(f"== {name}: running with {json.dumps(params)}")
         stamp.unlink(missing_ok=True)  # a half-run notebook never looks finished
+        drop_outputs(profile, name[:2])
         start = time.perf_counter()
         log_path = logs / f"{name}.log"
         try:
-            ok, out = run_notebook(name, todo[name], profile, log_path)
+            ok, out = run_notebook(name, params, profile, log_path)
         except KeyboardInterrupt:
             rows[name] = {"status": "interrupted", "wall_s": round(time.perf_counter() - start, 1)}
-            write_manifest(profile, rows, todo[name])
+            write_manifest(profile, rows, run, keys)
             print(f"\nrun_all: interrupted in {name}; rerun the same command to resume there.")
             return 130
         wall = round(time.perf_counter() - start, 1)
@@ -228,7 +311,9 @@ def main(argv: list[str]) -> int:
             "executed": str(out.relative_to(ROOT)),
             "log": str(log_path.relative_to(ROOT)),
         }
-        write_manifest(profile, rows, todo[name])
+        if ok:
+            artifacts.atomic_write(stamp, key + "\n")
+        write_manifest(profile, rows, run, keys)
         if not ok:
             print_table(rows)
             print(
@@ -236,11 +321,10 @@ def main(argv: list[str]) -> int:
                 f"(error banner at the failing cell): {out}\n  fix it and rerun to resume here."
             )
             return 1
-        artifacts.atomic_write(stamp, key + "\n")
     if args.dry_run:
         return 0
-    if rows:
-        write_manifest(profile, rows, next(iter(todo.values()), {}))
+    drop_outputs(profile)
+    write_manifest(profile, rows, run, keys)
     print_table(rows)
     return 0
 

@@ -1,8 +1,8 @@
 """run_all.sh end to end in the `smoke` profile (issue 17): finished notebooks are skipped by their
 stamps, --from selects, and a run killed in the middle of GeMKR's training (notebook 04) resumes
 from the stage caches and the epoch checkpoint, and ends with the same tables as an uninterrupted
-run. Slow (a few minutes): it reruns notebooks 04-09. Known gap: the resumed GeMKR differs while
-fit() does not checkpoint the RNG state that LoRA dropout draws from (reported as xfail)."""
+run (bitwise: the epoch checkpoint holds the torch RNG state LoRA dropout draws from). Slow (a few
+minutes): it reruns notebooks 04-09."""
 
 import contextlib
 import hashlib
@@ -95,6 +95,4 @@ def test_stamps_from_and_a_killed_run_that_resumes():
     differ = sorted(t for t, h in _hashes().items() if h != baseline[t])
     if hashlib.sha256(weights.read_bytes()).hexdigest() != baseline_weights:
         differ.append("GeMKR's trained weights")
-    if differ:  # known: fit() does not checkpoint the RNG that LoRA dropout draws from
-        pytest.xfail(f"resumed run differs in {differ}: the torch RNG state (LoRA dropout) is "
-                     "not in the epoch checkpoint (issue 17; see test_resume's dropout case)")
+    assert not differ, f"the resumed run differs from the uninterrupted one in {differ}"

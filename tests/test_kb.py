@@ -10,7 +10,7 @@ import pytest
 from gemkr import kb, paths
 from gemkr.config import get_config
 from gemkr.index import CorpusIndex
-from gemkr.tokenizer import load_tokenizer
+from gemkr.tokenizer import encode_passages, load_tokenizer
 
 ROWS = [("a1", "banana: elongated crescent-shaped yellow fruit"),
         ("a2", "guitar: a stringed instrument, usually six strings"),
@@ -81,7 +81,7 @@ def test_index_is_built_once_then_reused_and_rebuilt_on_edit(tmp_path, tok, kb_r
     assert first.folder.parent == kb_root / "prof" / "kb"
     # the index finds each passage's opening in that passage only
     for number, (_, text) in enumerate(ROWS):
-        ids = tok(text, add_special_tokens=False)["input_ids"][:3]
+        ids = encode_passages(tok, [text])[0][:3].tolist()  # as the index encodes passages
         assert again.index.state_docs(again.index.state(ids)).tolist() == [number]
     edited = _jsonl(path, ROWS + [("c1", "teapot: pot for brewing tea")])
     third = kb.user_index(edited, tok, "t", "prof")

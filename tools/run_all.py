@@ -75,8 +75,10 @@ def select(names: list[str], start: str | None, only: str | None) -> list[str]:
     return names
 
 
-def plan(args: argparse.Namespace) -> dict[str, dict]:
-    """Validate everything and return {notebook: typed parameters}; exits 2 on any problem."""
+def plan(args: argparse.Namespace) -> tuple[dict[str, dict], dict[str, dict], dict[str, dict]]:
+    """Validate everything; exits 2 on any problem. Returns the typed parameters of the selected
+    notebooks, those of every notebook (stamp keys chain through all of them) and each
+    notebook's declared parameters, all from one read of the notebooks."""
     if args.profile not in PROFILE_NAMES:
         fail(f"unknown profile {args.profile!r}; choose one of {', '.join(PROFILE_NAMES)}")
     declared: dict[str, dict] = {}
@@ -101,12 +103,12 @@ def plan(args: argparse.Namespace) -> dict[str, dict]:
             )
         given[name] = value
     out = {}
-    for nb in selected:
+    for nb in [*selected, *(n for n in args.notebooks if n not in selected)]:  # selected first
         try:
             out[nb] = {k: declared[nb][k].parse(v) for k, v in given.items() if k in declared[nb]}
         except ValueError as err:
             fail(f"{nb}: {err}")
-    return out
+    return {nb: out[nb] for nb in selected}, out, declared
 
 
 def stamp_key(previous: str, name: str, params: dict, source: str) -> str:
@@ -257,7 +259,7 @@ def drop_outputs(profile: str, stage: str | None = None) -> None:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    todo = plan(args)
+    todo, all_params, declared = plan(args)
     if args.check_only:
         return 0
     profile = args.profile
@@ -273,11 +275,9 @@ def main(argv: list[str]) -> int:
     rows: dict[str, dict] = {}
     # Keys chain through every notebook, selected or not, so an upstream change reruns downstream;
     # all computed before anything runs, so they describe the code as launched.
-    all_params = plan(argparse.Namespace(**{**vars(args), "start": None, "only": None}))
     keys, previous, source = {}, profile, artifacts.source_hash()
     for name in args.notebooks:
         keys[name] = previous = stamp_key(previous, name, all_params[name], source)
-    declared = {name: notebooks.read_parameters(notebooks.notebook_path(name)) for name in todo}
     for name in todo:
         key = keys[name]
         stamp = stamps / f"{name}.stamp"

@@ -7,6 +7,7 @@
 #   ./run_all.sh --only 05 -p SEED 1   # one notebook, with a parameter
 #   ./run_all.sh --force               # rerun notebooks even when up to date
 #   ./run_all.sh --dry-run             # say what would run
+#   ./run_all.sh --profile paper --dry-run   # list the paper's files: present, missing, sources
 #   ./run_all.sh --no-venv             # use the current (conda) interpreter instead of .venv
 #
 # Finished notebooks are stamped (key: notebook, gemkr code, pins, parameters, upstream stamps), so a
@@ -24,14 +25,17 @@ BOOT_ARGS=()
 for a in "$@"; do
   case "$a" in
     --no-venv) BOOT_ARGS+=(--no-venv) ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
     *) ARGS+=("$a") ;;
   esac
 done
 
 # 1. Validate profile, notebook selection and parameter names before installing or running anything.
 #    A usage error exits 2 with one line naming it (nothing to resume: fix the command).
+#    The `paper` profile's local files (data, EVA, LLaMA, YOLO) are checked here too: --dry-run lists
+#    them, and a missing one stops the run with exit 1 before anything installs.
 python3 tools/run_all.py --check-only --notebooks "${NOTEBOOKS[@]}" ${ARGS[@]+"${ARGS[@]}"} || exit $?
+export GEMKR_PREFLIGHT_SHOWN=1
 
 trap 'echo "run_all.sh: stopped (exit $?) — rerun the same command to resume." >&2' ERR
 trap 'echo "run_all.sh: interrupted — rerun the same command to resume." >&2; exit 130' INT

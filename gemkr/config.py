@@ -87,10 +87,14 @@ class Config:
 
     # --- 04 model and training (paper-notes §2-§10) --------------------------------------------
     vision: str = _f(
-        "tiny_vit", "tiny_vit (trained in the kit) | eva01_g14 (paper, local weights)", "04"
+        "tiny_vit", "tiny_vit (trained in the kit) | eva01_g14 (paper, local weights) | another "
+        "open_clip model name whose image tower is a timm EVA", "04"
     )
     vit_width: int = _f(64, "ViT width", "04")
-    vit_layers: int = _f(4, "ViT depth; the object-aware prefix goes into the last half", "04")
+    vit_layers: int = _f(
+        4, "ViT depth (EVA: blocks kept); the object-aware prefix goes into the last half, "
+        "rounded up (paper: 20 of 39)", "04"
+    )
     vit_heads: int = _f(4, "ViT attention heads", "04")
     vit_patch: int = _f(16, "ViT patch size", "04")
     prefix_len: int = _f(10, "learned prefix rows per prefixed block (paper: 10)", "04")
@@ -270,18 +274,21 @@ _SMALL = dataclasses.replace(
     grad_accum=2,
 )
 
-# `paper`: the paper's setting; every path below must be supplied by the user (nothing downloads).
+# `paper`: the paper's setting. Its files come from the user (nothing downloads): `get_config`
+# fills data_root, eva_weights, llm, tokenizer and yolo_weights from `paper_files` (the folder
+# $GEMKR_PAPER_ROOT or one environment variable per file) unless given as overrides.
 _PAPER = dataclasses.replace(
     _SMALL,
     profile="paper",
     dataset="okvqa_gs112k",
     vision="eva01_g14",
     vit_width=1408,
-    vit_layers=39,
+    vit_layers=39,  # EVA01-g-14's 40 blocks minus the last: the raw block-39 CLS (trap T1)
     vit_heads=16,
     vit_patch=14,
+    vit_image_size=224,
     llm="llama-7b",
-    tokenizer="llama-7b",
+    tokenizer="llama-7b",  # LLaMA's own tokenizer builds the index and the clue targets (T6)
     det_oracle_boxes=False,
     kb_names=("GS112K",),
 )
@@ -332,7 +339,13 @@ def get_config(profile: str, seed: int = 0, **overrides: Any) -> Config:
         current = getattr(PROFILES[profile], key)
         if current is not None and value is not None and not _same_kind(current, value):
             raise ConfigError(f"setting {key!r} expects {type(current).__name__}, got {value!r}")
-    return dataclasses.replace(PROFILES[profile], seed=int(seed), **overrides)
+    cfg = dataclasses.replace(PROFILES[profile], seed=int(seed), **overrides)
+    if profile == "paper":
+        from . import paper_files
+
+        cfg = dataclasses.replace(cfg, **paper_files.resolve(dataclasses.asdict(cfg),
+                                                             set(overrides)))
+    return cfg
 
 
 def _same_kind(current: Any, value: Any) -> bool:

@@ -46,6 +46,14 @@ def _offline_ultralytics() -> None:
     cfg_dir.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("YOLO_CONFIG_DIR", str(cfg_dir))
     os.environ.setdefault("YOLO_VERBOSE", "False")
+    # ultralytics patches PIL.Image.open process-wide: on a file Pillow cannot identify it tries
+    # `pip install pi-heif` (offline: a ModuleNotFoundError instead of Pillow's own error, seen by
+    # every later image read, e.g. the CLI's "is not an image file"). Mark that plugin as handled
+    # so Pillow's errors pass through unchanged.
+    from ultralytics.utils import patches
+
+    if hasattr(patches, "_pil_plugins_registered"):
+        patches._pil_plugins_registered = True
 
 
 def export_dataset(bench, out: Path, splits: tuple[str, ...] = ("train", "val", "test")) -> Path:
@@ -112,15 +120,31 @@ def train_yolo(data_yaml: Path, out: Path, *, epochs: int, imgsz: int, seed: int
     return weights, log
 
 
+class DetectorFileError(ValueError):
+    """The YOLO weights file is missing, not an ultralytics checkpoint, or not a detector."""
+
+
 def load_yolo(weights: str | os.PathLike):
-    """A YOLO model from a local weights file (`paper`: the user's); a missing file is named."""
+    """A YOLO *detection* model from a local weights file (`paper`: the user's); a missing file,
+    a file ultralytics cannot read and a classification / segmentation / pose model are named."""
+    from .paper_files import SOURCES
+
     _offline_ultralytics()
     if not Path(weights).is_file():
-        raise FileNotFoundError(f"YOLO weights {weights} not found: train one in notebook 02 or "
-                                "set `yolo_weights` to a local ultralytics .pt file")
+        raise DetectorFileError(f"YOLO weights {weights} not found: train one in notebook 02 or "
+                                "set `yolo_weights` (GEMKR_YOLO_WEIGHTS) to a local ultralytics "
+                                f".pt file; source: {SOURCES['yolo']}")
     from ultralytics import YOLO
 
-    return YOLO(str(weights))
+    try:
+        model = YOLO(str(weights))
+    except Exception as err:  # not a pickle, a truncated file, another library's checkpoint
+        raise DetectorFileError(f"{weights} is not an ultralytics checkpoint ({type(err).__name__}"
+                                f": {err}); source: {SOURCES['yolo']}") from err
+    if model.task != "detect":
+        raise DetectorFileError(f"{weights} is an ultralytics {model.task!r} model; GeMKR needs "
+                                "boxes: use a detection model (task 'detect')")
+    return model
 
 
 def result_rows(res, names: list[str], max_det: int) -> list[tuple]:

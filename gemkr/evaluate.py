@@ -126,11 +126,12 @@ class ClipDense:
         Per query the top-k (passage id, cosine) pairs, and the seconds it took.
 
         objects: (Q,M,width) raw final-block CLS of each crop (`examples.scene_inputs`); the
-        tower's embedding is ``ln_post(cls) @ proj`` (open_clip's pooling). A scene without
-        detections retrieves nothing."""
+        tower's embedding is its pooling of the CLS (`vision.trunk_of(...).pool`; the kit's ViT:
+        ``ln_post(cls) @ proj``). A scene without detections retrieves nothing."""
+        from .vision import trunk_of
+
         start = time.perf_counter()
-        visual = self.clip.visual
-        emb = torch.nn.functional.normalize(visual.ln_post(objects[mask]) @ visual.proj, dim=-1)
+        emb = torch.nn.functional.normalize(trunk_of(self.clip.visual).pool(objects[mask]), dim=-1)
         scores, idx = self.dense.index.search(emb.numpy().astype(np.float32),
                                               min(k, len(self.dense.pids)))
         owner = torch.nonzero(mask)[:, 0].tolist()

@@ -17,7 +17,7 @@ from .detect import with_captions
 from .index import CorpusIndex
 from .model import Batch
 from .pretrain import crop, to_tensor
-from .vision import encode_crops
+from .vision import encode_crops, tower_width
 
 
 def scene_rows(bench) -> dict[int, int]:
@@ -36,7 +36,7 @@ def object_inputs(visual, img, boxes, size: int, max_objects: int
                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """Object features (1,max_objects,width) and mask (1,max_objects) of one picture (a new
     picture at query time; `scene_inputs` does every scene of the benchmark in batches)."""
-    objects = torch.zeros(1, max_objects, visual.transformer.width)
+    objects = torch.zeros(1, max_objects, tower_width(visual))
     mask = torch.zeros(1, max_objects, dtype=torch.bool)
     crops = crops_of(img, boxes, size, max_objects)
     if crops:
@@ -51,7 +51,7 @@ def scene_inputs(bench, dets: pd.DataFrame, visual, size: int, max_objects: int,
     """Images (S,3,size,size), object features (S,max_objects,width) and mask (S,max_objects)
     for every scene, row-aligned with ``bench.scenes``. Crops of many scenes are encoded
     together (a scene has only a few objects; one ViT call per scene wasted most of the time)."""
-    width = visual.transformer.width
+    width = tower_width(visual)
     n = len(bench.scenes)
     images = torch.empty(n, 3, size, size)
     feats = torch.zeros(n, max_objects, width)

@@ -23,7 +23,7 @@ from torch import nn
 from .decoding import Clue, DecodeConfig, beam_search
 from .index import CorpusIndex
 from .tokenizer import Specials, smollm2_gguf
-from .vision import PrefixViT, VisualTokens
+from .vision import PrefixViT, VisualTokens, n_prefixed
 
 # Verbatim from the official templates/alpaca.json ("prompt_input"), paper-notes §7.
 PROMPT = ("Below is a knowledge completion task. Please provide the knowledge keywords that can "
@@ -118,7 +118,47 @@ def build_llm(cfg, sp: Specials):
         conf, state = _smollm2_weights()
         return keep_blocks(conf, {k: v.clone() for k, v in state.items()}, cfg.llm_blocks,
                            cfg.llm_last_blocks)
-    return transformers.AutoModelForCausalLM.from_pretrained(cfg.llm, local_files_only=True)
+    return local_llm(cfg.llm, sp)
+
+
+def local_llm(path, sp: Specials):
+    """A causal LM from a local Hugging Face folder (`paper`: LLaMA-7B), checked against the
+    tokenizer the index is built with; each problem is a named error saying what to fix."""
+    from pathlib import Path
+
+    import transformers
+
+    from .paper_files import SOURCES, hf_model_problem
+
+    problem = hf_model_problem(Path(path))
+    if problem:
+        raise LLMFileError(f"LLM folder {path}: {problem}. Expected a Hugging Face causal LM "
+                           f"(paper: {SOURCES['llama']}); set `llm` or GEMKR_LLAMA to its folder")
+    conf = transformers.AutoConfig.from_pretrained(str(path), local_files_only=True)
+    check_tokenizer(conf, sp, path)
+    return transformers.AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True)
+
+
+class TokenizerMismatchError(ValueError):
+    """The tokenizer (which builds the index and the clue targets) is not the LLM's."""
+
+
+def check_tokenizer(conf, sp: Specials, where) -> None:
+    """The tokenizer's ids must be the LLM's: every id inside its vocabulary and the same BOS and
+    EOS (a LLaMA checkpoint read with another tokenizer would learn clues in the wrong ids)."""
+    vocab = getattr(conf, "vocab_size", None) or conf.get_text_config().vocab_size
+    bad = []
+    if sp.vocab_size > vocab:
+        bad.append(f"the tokenizer has {sp.vocab_size} ids, the LLM's vocabulary {vocab}")
+    for name in ("bos", "eos"):
+        want = getattr(conf, f"{name}_token_id", None)
+        if want is not None and not isinstance(want, list) and want != getattr(sp, name):
+            bad.append(f"{name.upper()} is {getattr(sp, name)} in the tokenizer, {want} in the "
+                       "LLM's config")
+    if bad:
+        raise TokenizerMismatchError(f"the tokenizer does not match the LLM in {where}: "
+                                     f"{'; '.join(bad)}. Use the LLM's own tokenizer (the "
+                                     "`tokenizer` setting; `paper` uses the LLM folder's)")
 
 
 def add_lora(llm, cfg):
@@ -274,7 +314,7 @@ def closed_form_trainable(cfg, llm_hidden: int, llm_layers: int,
     hidden) and B (out x r) of q_proj (out = hidden) and v_proj (out = `kv_dim`, smaller than
     hidden under grouped-query attention as in SmolLM2; None = hidden, as in LLaMA-7B) in every
     layer, the visual-token Linear, prefix rows and per-head gates of the last half of the ViT."""
-    n_prefix = cfg.vit_layers // 2
+    n_prefix = n_prefixed(cfg.vit_layers)
     kv_dim = llm_hidden if kv_dim is None else kv_dim
     lora = llm_layers * cfg.lora_r * (2 * llm_hidden + llm_hidden + kv_dim)
     return {"lora": lora if cfg.use_lora else 0,

@@ -83,8 +83,10 @@ def word_prefix(tok) -> str:
 
 
 def clue_text(tok, tokens) -> str:
-    """A clue's (or passage opening's) text from its index token ids, without the word prefix."""
-    return tok.decode([int(t) for t in tokens]).strip()
+    """A clue's (or passage opening's) text from its index token ids, without the word prefix and
+    without the passage-boundary marks (a clue may run to its passage's end: ... [eos])."""
+    marks = {tok.bos_token_id, tok.eos_token_id}
+    return tok.decode([int(t) for t in tokens if int(t) not in marks]).strip()
 
 
 def encode_passages(tok, texts: list[str], batch_size: int = 4096) -> list[np.ndarray]:

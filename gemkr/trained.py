@@ -36,8 +36,8 @@ from .tokenizer import clue_text
 from .vision import PrefixViT, VisualTokens, create_clip
 
 STAGE = "04_training"
-VISION_FIELDS = ("vision", "vit_width", "vit_layers", "vit_heads", "vit_patch", "vit_image_size",
-                 "vision_epochs", "vision_batch", "vision_lr")
+VISION_FIELDS = ("vision", "eva_weights", "vit_width", "vit_layers", "vit_heads", "vit_patch",
+                 "vit_image_size", "vision_epochs", "vision_batch", "vision_lr")
 LLM_FIELDS = ("llm", "llm_blocks", "llm_last_blocks", "llm_hidden", "llm_layers", "llm_heads",
               "llm_pretrain_tokens", "llm_pretrain_passages", "llm_pretrain_context",
               "llm_pretrain_epochs", "llm_pretrain_batch", "llm_pretrain_lr")
@@ -148,6 +148,9 @@ def vision_tower(cfg, bench, *, train_if_missing: bool = True, force: bool = Fal
                    ("vision.py", "pretrain.py", "train.py"), force, device)
     torch.manual_seed(cfg.seed)
     clip, tokenizer = create_clip(cfg, artifacts_dir(cfg.profile, STAGE) / "open_clip")
+    if cfg.vision != "tiny_vit":  # EVA: pretrained, loaded from `eva_weights`, used as it is
+        return clip, tokenizer, {"history": [], "seconds": 0.0,
+                                 "pretrained": str(cfg.eva_weights)}, cache.key
     if cache.valid:
         return clip.eval(), tokenizer, _load(cache, clip), cache.key
     if not train_if_missing:
@@ -267,7 +270,9 @@ def assemble(cfg, clip, llm, tok, sp) -> GeMKR:
         for p in llm.parameters():
             p.requires_grad_(False)
     emb = llm.get_input_embeddings().weight
-    tokens = VisualTokens(encoder.width, emb.shape[1], out_std=float(emb.detach().std()))
+    std = emb.detach().std()
+    tokens = VisualTokens(encoder.width, emb.shape[1],
+                          out_std=None if std.is_meta else float(std))  # meta: shapes only
     if not cfg.use_image:  # no visual tokens: nothing of the vision side trains
         for p in [*encoder.parameters(), *tokens.parameters()]:
             p.requires_grad_(False)

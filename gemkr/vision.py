@@ -73,9 +73,15 @@ def _quiet_loading():
 
 
 def create_clip(cfg, config_dir: Path):
-    """The open_clip model (image tower random, text tower = frozen MiniLM) and its tokenizer."""
+    """The profile's open_clip model and its text tokenizer: the kit's ViT (image tower random,
+    text tower = frozen MiniLM) for ``vision="tiny_vit"``, else an EVA tower loaded from
+    ``eva_weights`` (`eva.create_eva_clip`: EVA01-g-14 in `paper`)."""
     import open_clip
 
+    if cfg.vision != "tiny_vit":
+        from .eva import create_eva_clip
+
+        return create_eva_clip(cfg)
     name = register_tiny_vit(cfg, config_dir)
     with _quiet_loading():
         model = open_clip.create_model(name, pretrained=None)
@@ -88,8 +94,65 @@ def _heads(x: torch.Tensor, n: int) -> torch.Tensor:
     return x.view(b, t, n, d // n).transpose(1, 2)  # (B, heads, T, head_dim)
 
 
+def n_prefixed(n_blocks: int) -> int:
+    """Blocks that get the object-aware prefix: the last half, rounded up (20 of 39)."""
+    return (n_blocks + 1) // 2
+
+
+class OpenClipTrunk:
+    """The pieces of an open_clip ``VisionTransformer`` the prefix needs (the kit's ViT). A trunk
+    exposes: `blocks`, `width`, `heads`, `embed` (patches + CLS + positions, up to the first
+    block), `run` (a block untouched), `qkv` (frozen fused weight and bias), `norm1` (the
+    pre-attention norm), `finish` (output projection, residuals, MLP), `encode` (all blocks) and
+    `pool` (a raw CLS into the CLIP embedding space)."""
+
+    def __init__(self, visual: nn.Module):
+        self.visual = visual
+        self.blocks = list(visual.transformer.resblocks)
+        self.width = visual.transformer.width
+        self.heads = self.blocks[0].attn.num_heads
+
+    def embed(self, images):
+        return self.visual._embeds(images)
+
+    def run(self, blk, x):
+        return blk(x)
+
+    def qkv(self, blk):
+        return blk.attn.in_proj_weight, blk.attn.in_proj_bias
+
+    def norm1(self, blk, x):
+        return blk.ln_1(x)
+
+    def finish(self, blk, x, out):
+        x = x + blk.ls_1(blk.attn.out_proj(out))
+        return x + blk.ls_2(blk.mlp(blk.ln_2(x)))
+
+    def encode(self, x):
+        return self.visual.transformer(x)
+
+    def pool(self, cls):
+        """The tower's CLIP embedding of a raw final-block CLS (open_clip: ln_post, then proj)."""
+        return self.visual.ln_post(cls) @ self.visual.proj
+
+
+def trunk_of(visual: nn.Module):
+    """The trunk adapter of an open_clip image tower: the kit's ViT or a timm EVA (`eva`)."""
+    if hasattr(visual, "transformer"):
+        return OpenClipTrunk(visual)
+    from .eva import EvaTrunk
+
+    return EvaTrunk(visual)
+
+
+def tower_width(visual: nn.Module) -> int:
+    """Width of the image tower's tokens (and of its object CLS features)."""
+    return trunk_of(visual).width
+
+
 class PrefixViT(nn.Module):
-    """An open_clip ``VisionTransformer`` (frozen) with the object-aware prefix in its last blocks.
+    """An open_clip image tower (frozen) with the object-aware prefix in its last blocks: the
+    kit's ``VisionTransformer`` or EVA01-g-14's timm trunk, through the same `trunk_of` adapter.
 
     forward(images (B,3,H,W), objects (B,M,width), mask (B,M) bool) -> (cls (B,width),
     prefix_last (B,prefix_len,width)): the raw CLS of the final block (no ln_post, no projection;
@@ -102,10 +165,11 @@ class PrefixViT(nn.Module):
         self.visual = visual
         for p in self.visual.parameters():
             p.requires_grad_(False)
-        blocks = visual.transformer.resblocks
-        self.width = visual.transformer.width
-        self.heads = blocks[0].attn.num_heads
-        self.n_prefix = n_prefix_layers if n_prefix_layers is not None else len(blocks) // 2
+        self.trunk = trunk_of(visual)
+        blocks = self.trunk.blocks
+        self.width, self.heads = self.trunk.width, self.trunk.heads
+        # the last half of the blocks, rounded up: 3 of 6, 20 of EVA's 39 (paper-notes §4)
+        self.n_prefix = n_prefix_layers if n_prefix_layers is not None else n_prefixed(len(blocks))
         self.first = len(blocks) - self.n_prefix
         self.prefix_len = prefix_len
         self.dual_flow, self.object_features, self.mask_empty = dual_flow, object_features, \
@@ -133,10 +197,11 @@ class PrefixViT(nn.Module):
     def block(self, blk: nn.Module, x: torch.Tensor, prefix: torch.Tensor | None,
               keep: torch.Tensor | None, gate: torch.Tensor | None) -> torch.Tensor:
         """One residual block, with the prefix flow when `prefix` is given."""
+        trunk = self.trunk
         if prefix is None:
-            return blk(x)
-        w, bias = blk.attn.in_proj_weight, blk.attn.in_proj_bias
-        q, k, v = F.linear(blk.ln_1(x), w, bias).chunk(3, dim=-1)
+            return trunk.run(blk, x)
+        w, bias = trunk.qkv(blk)
+        q, k, v = F.linear(trunk.norm1(blk, x), w, bias).chunk(3, dim=-1)
         kp, vp = F.linear(prefix, w[self.width:], None if bias is None else
                           bias[self.width:]).chunk(2, dim=-1)
         q, k, v, kp, vp = (_heads(t, self.heads) for t in (q, k, v, kp, vp))
@@ -157,16 +222,14 @@ class PrefixViT(nn.Module):
                 s = s.masked_fill(~torch.cat([full, pmask.expand(b, h, t, -1)], -1),
                                   float("-inf"))
             out = torch.softmax(s, -1) @ torch.cat([v, vp], dim=2)
-        out = out.transpose(1, 2).reshape(x.shape)
-        x = x + blk.ls_1(blk.attn.out_proj(out))
-        return x + blk.ls_2(blk.mlp(blk.ln_2(x)))
+        return trunk.finish(blk, x, out.transpose(1, 2).reshape(x.shape))
 
     def forward(self, images: torch.Tensor, objects: torch.Tensor, mask: torch.Tensor):
         r, keep = self.pad_objects(objects, mask)
         keep = keep if self.mask_empty else None
-        x = self.visual._embeds(images)
+        x = self.trunk.embed(images)
         prefix = None
-        for i, blk in enumerate(self.visual.transformer.resblocks):
+        for i, blk in enumerate(self.trunk.blocks):
             layer = i - self.first
             prefix = self.adapter_query[layer] + r if layer >= 0 else None
             x = self.block(blk, x, prefix, keep, self.gates[layer] if layer >= 0 else None)
@@ -177,11 +240,11 @@ class PrefixViT(nn.Module):
 def encode_crops(visual: nn.Module, crops: torch.Tensor, batch: int = 256) -> torch.Tensor:
     """Object features: the frozen ViT's raw final-block CLS of each crop (no prefix, no ln_post,
     no projection; paper-notes §3). crops: (N,3,H,W) -> (N,width)."""
+    trunk = trunk_of(visual)
     out = []
     for s in range(0, len(crops), batch):
-        x = visual._embeds(crops[s:s + batch])
-        out.append(visual.transformer(x)[:, 0])
-    return torch.cat(out) if out else crops.new_zeros(0, visual.transformer.width)
+        out.append(trunk.encode(trunk.embed(crops[s:s + batch]))[:, 0])
+    return torch.cat(out) if out else crops.new_zeros(0, trunk.width)
 
 
 class VisualTokens(nn.Module):

@@ -76,7 +76,7 @@ def test_oracle_order_and_captions(bench):
 
 
 def test_missing_weights_are_named(tmp_path):
-    with pytest.raises(FileNotFoundError, match="nope.pt not found"):
+    with pytest.raises(detect.DetectorFileError, match="nope.pt not found"):
         detect.load_yolo(tmp_path / "nope.pt")
 
 

@@ -20,8 +20,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # the driver must work before `pip install -e .` has run
 
-from gemkr import artifacts, notebooks  # noqa: E402
-from gemkr.config import PROFILE_NAMES  # noqa: E402
+from gemkr import artifacts, notebooks, paper_files  # noqa: E402
+from gemkr.config import PROFILE_NAMES, get_config  # noqa: E402
 
 # Per-cell timeout (s): a hung cell fails the run instead of blocking it forever.
 CELL_TIMEOUT = {"smoke": 900, "default": 3600}
@@ -257,9 +257,26 @@ def drop_outputs(profile: str, stage: str | None = None) -> None:
         artifacts.write_json(index, keep)
 
 
+def preflight(args: argparse.Namespace) -> None:
+    """The local files the profile reads (`paper`: data, EVA, LLaMA, YOLO), checked before
+    anything installs or computes: listed by --dry-run; any missing one stops the run (exit 1).
+    run_all.sh lists them in its first (check-only) pass and sets GEMKR_PREFLIGHT_SHOWN."""
+    needs = paper_files.required(get_config(args.profile))
+    if not needs:
+        return
+    missing = [n for n in needs if not n.present]
+    shown = os.environ.get("GEMKR_PREFLIGHT_SHOWN") == "1" and not args.check_only
+    if (args.dry_run or missing) and not shown:
+        print(paper_files.report(needs))
+    if missing:
+        fail(f"{len(missing)} of the {len(needs)} files the {args.profile} profile reads are "
+             "missing or unusable (listed above); nothing was run", code=1)
+
+
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     todo, all_params, declared = plan(args)
+    preflight(args)
     if args.check_only:
         return 0
     profile = args.profile

@@ -24,17 +24,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..paper_files import SOURCES  # where each file is published (also used by the dry run)
 from .benchmark import Benchmark
 from .kb import KBError, deduplicate
-
-SOURCES = {
-    "okvqa": "https://okvqa.allenai.org (questions, annotations) and https://cocodataset.org "
-             "(train2014 / val2014 images)",
-    "gs112k": "the VRR repository https://github.com/luomancs/retriever_reader_for_okvqa "
-              "(okvqa_train_corpus.csv)",
-    "wk21m": "the DPR repository https://github.com/facebookresearch/DPR (psgs_w100.tsv)",
-    "remuq": "https://github.com/luomancs/ReMuQ (test set, images TSV, corpus)",
-}
 
 
 class DatasetError(ValueError):

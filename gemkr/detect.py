@@ -158,8 +158,10 @@ def result_rows(res, names: list[str], max_det: int) -> list[tuple]:
 def predict(model, bench, *, imgsz: int, max_det: int = 10, conf: float = 0.25,
             batch: int = 64) -> tuple[pd.DataFrame, float]:
     """Detections of every scene, ranked by confidence (at most `max_det` per image), and the
-    mean detection time per image in milliseconds."""
-    names = bench.objects["name"].tolist()
+    mean detection time per image in milliseconds. Labels are the benchmark's object names, or
+    the detector's own class names where the benchmark has no object table (`paper`: COCO)."""
+    names = (bench.objects["name"].tolist() if len(bench.objects)
+             else [model.names[i] for i in range(len(model.names))])
     rows = []
     paths = bench.scenes["image_path"].tolist()
     ids = bench.scenes["scene_id"].tolist()

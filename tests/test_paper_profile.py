@@ -357,6 +357,18 @@ def test_yolo_weights_must_be_an_ultralytics_detector(tmp_path):
     cfg = gemkr.get_config("paper", yolo_weights=str(tmp_path / "det.pt"))
     weights, log, seconds = detect.trained_detector(cfg, bench=None)  # the user's, untrained
     assert weights == tmp_path / "det.pt" and log.empty and seconds == 0.0
+    # labels come from the detector's own classes where the benchmark has no object table (COCO)
+    from types import SimpleNamespace
+
+    import pandas as pd
+    from PIL import Image
+
+    Image.new("RGB", (64, 64), (120, 30, 200)).save(tmp_path / "scene.jpg")
+    bench = SimpleNamespace(objects=pd.DataFrame(), scenes=pd.DataFrame(
+        {"scene_id": [7], "image_path": [str(tmp_path / "scene.jpg")]}))
+    model = detect.load_yolo(tmp_path / "det.pt")
+    dets, _ = detect.predict(model, bench, imgsz=64, conf=0.0, max_det=3)
+    assert len(dets) == 3 and set(dets["label"]) <= set(model.names.values())
     with pytest.raises(detect.DetectorFileError, match="'classify' model.*task 'detect'"):
         detect.load_yolo(tmp_path / "cls.pt")
     (tmp_path / "junk.pt").write_bytes(b"not a pickle")

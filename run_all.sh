@@ -25,7 +25,7 @@ BOOT_ARGS=()
 for a in "$@"; do
   case "$a" in
     --no-venv) BOOT_ARGS+=(--no-venv) ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) ARGS+=("$a") ;;
   esac
 done

@@ -106,12 +106,29 @@ def build_eva_clip(cfg, device: str | torch.device = "cpu"):
     return model
 
 
+def _open_clip_layout(model: nn.Module, state: dict) -> dict:
+    """The renames open_clip's own loader applies to older checkpoints (text keys of custom-text
+    models, a scalar logit scale, stale position ids), but none of its resizing: a checkpoint
+    of another image size must be refused, not interpolated."""
+    from open_clip.convert import convert_state_dict
+    from open_clip.model import convert_to_custom_text_state_dict
+
+    state = convert_state_dict(model, state)
+    if "positional_embedding" in state and not hasattr(model, "positional_embedding"):
+        state = convert_to_custom_text_state_dict(state)
+    if "logit_scale" in state and state["logit_scale"].ndim != model.logit_scale.ndim:
+        state["logit_scale"] = state["logit_scale"].reshape(model.logit_scale.shape)
+    state.pop("text.transformer.embeddings.position_ids", None)
+    return state
+
+
 def load_checkpoint(model: nn.Module, path: Path, vision: str) -> None:
     """Load an open_clip checkpoint into `model`, every tensor by name and shape."""
     from open_clip.factory import load_state_dict
 
     try:
-        state = load_state_dict(str(path), device="cpu", weights_only=True)
+        state = _open_clip_layout(model, load_state_dict(str(path), device="cpu",
+                                                         weights_only=True))
     except Exception as err:  # a truncated, pickled-with-code or foreign file
         raise VisionWeightsError(f"cannot read {path} as an open_clip checkpoint "
                                  f"({type(err).__name__}: {err}); expected the {vision} "

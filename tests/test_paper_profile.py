@@ -266,6 +266,12 @@ def test_eva_errors_name_the_file_and_where_it_is_published(eva_file, tmp_path):
     with pytest.raises(eva.VisionWeightsError, match=r"wrong shape: visual.trunk.pos_embed"
                                                      r".*missing: visual.trunk.blocks.3"):
         create_clip(_eva_cfg(wrong), tmp_path)
+    # the older open_clip layout (text keys at the top level) loads as open_clip loads it
+    old = {k.removeprefix("text."): v for k, v in eva_file[1].items()}
+    torch.save(old, tmp_path / "old.bin")
+    clip, _ = create_clip(_eva_cfg(tmp_path / "old.bin"), tmp_path)
+    assert torch.equal(clip.text.token_embedding.weight,
+                       eva_file[1]["text.token_embedding.weight"])
     with pytest.raises(eva.VisionWeightsError, match="vit_layers=9 but the tower has 4 blocks"):
         create_clip(dataclasses.replace(_eva_cfg(eva_file[0]), vit_layers=9), tmp_path)
     with pytest.raises(eva.VisionWeightsError, match="neither 'tiny_vit' nor an open_clip"):

@@ -95,6 +95,10 @@ def eva_file(tmp_path_factory):
     _register_tiny_eva(tmp)
     torch.manual_seed(0)
     model = eva.build_eva_clip(_eva_cfg(tmp / "x"))
+    with torch.no_grad():  # timm starts q/v biases at zero: make them matter, as trained ones do
+        for name, p in model.named_parameters():
+            if name.endswith(("q_bias", "v_bias")):
+                p.normal_(0.0, 0.5)
     path = tmp / "eva_tiny.bin"
     torch.save(model.state_dict(), path)
     return path, model.state_dict()
@@ -236,6 +240,24 @@ def test_eva_prefix_attaches_to_the_last_half_and_starts_as_the_identity(eva_fil
     torch.testing.assert_close(encode_crops(clip.visual, crops),
                                _block_outputs(clip.visual.trunk, crops)[-1][:, 0],
                                atol=1e-5, rtol=1e-5)
+
+
+def test_eva_prefix_keys_and_values_match_timm_attention_over_the_joined_sequence(eva_file):
+    """Brute-force reference for the prefix wiring (the block's own qkv, its (q, 0, v) biases,
+    no norm on the prefix): with one joint softmax (``dual_flow=False``) and every slot filled, a
+    prefixed block equals timm's own attention run over [LN1(x); P], read at the image tokens."""
+    clip, _ = create_clip(_eva_cfg(eva_file[0]), Path("unused"))
+    enc = PrefixViT(clip.visual, prefix_len=4, dual_flow=False)
+    blk = enc.trunk.blocks[-1]
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(2, 5, WIDTH, generator=g)  # CLS + 2x2 patches
+    prefix = torch.randn(2, 4, WIDTH, generator=g)
+    with torch.no_grad():
+        mine = enc.block(blk, x, prefix, keep=None, gate=None)
+        a = blk.attn(torch.cat([blk.norm1(x), prefix], dim=1))[:, :x.shape[1]]
+        ref = x + a
+        ref = ref + blk.mlp(blk.norm2(ref))
+    torch.testing.assert_close(mine, ref, atol=1e-5, rtol=1e-5)
 
 
 def test_eva_prefix_trains_through_every_prefixed_block(eva_file):

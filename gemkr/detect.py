@@ -40,7 +40,7 @@ TRAIN_RECIPE = {
 
 
 def _offline_ultralytics() -> None:
-    """Environment for ultralytics, set before it is imported."""
+    """Environment for ultralytics, set before it is first imported (here, at the end)."""
     os.environ["YOLO_OFFLINE"] = "1"
     cfg_dir = REPO_ROOT / "artifacts" / "ultralytics"
     cfg_dir.mkdir(parents=True, exist_ok=True)

@@ -136,7 +136,8 @@ def local_llm(path, sp: Specials):
                            f"(paper: {SOURCES['llama']}); set `llm` or GEMKR_LLAMA to its folder")
     conf = transformers.AutoConfig.from_pretrained(str(path), local_files_only=True)
     check_tokenizer(conf, sp, path)
-    return transformers.AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True)
+    return transformers.AutoModelForCausalLM.from_pretrained(str(path), config=conf,
+                                                             local_files_only=True)
 
 
 class TokenizerMismatchError(ValueError):

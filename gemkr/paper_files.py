@@ -43,6 +43,13 @@ SOURCES = {
             "one trained on your images with gemkr.detect.train_yolo",
 }
 
+# The published file names, read by `data.loaders` and checked by `required` (one list, so the dry
+# run and the loaders cannot drift apart).
+OKVQA_QUESTIONS = "OpenEnded_mscoco_{split}_questions.json"
+OKVQA_ANNOTATIONS = "mscoco_{split}_annotations.json"
+CORPUS_FILES = {"okvqa_gs112k": "okvqa_train_corpus.csv", "okvqa_wk21m": "psgs_w100.tsv"}
+REMUQ_FILES = ("test.json", "images.tsv", "corpus.jsonl")  # under data_root/remuq/
+
 # setting -> (environment variable, path under the root)
 LOCATIONS = {
     "data_root": ("GEMKR_DATA_ROOT", "data"),
@@ -127,18 +134,18 @@ def dataset_files(dataset: str, root: Path) -> list[tuple[str, Path, str, bool]]
     """(what, path, source key, is a folder) of every file a paper dataset is read from."""
     okvqa = [(f"OK-VQA {kind} {split}", root / name.format(split=split), "okvqa", False)
              for split in ("train2014", "val2014")
-             for kind, name in (("questions", "OpenEnded_mscoco_{split}_questions.json"),
-                                ("annotations", "mscoco_{split}_annotations.json"))]
+             for kind, name in (("questions", OKVQA_QUESTIONS),
+                                ("annotations", OKVQA_ANNOTATIONS))]
     images = [(f"COCO {split} images", root / split, "okvqa", True)
               for split in ("train2014", "val2014")]
     if dataset == "okvqa_gs112k":
-        return [*okvqa, *images, ("GS112K corpus", root / "okvqa_train_corpus.csv", "gs112k",
+        return [*okvqa, *images, ("GS112K corpus", root / CORPUS_FILES[dataset], "gs112k",
                                   False)]
     if dataset == "okvqa_wk21m":
-        return [*okvqa, *images, ("WK21M corpus", root / "psgs_w100.tsv", "wk21m", False)]
+        return [*okvqa, *images, ("WK21M corpus", root / CORPUS_FILES[dataset], "wk21m", False)]
     if dataset == "remuq":
         return [(f"ReMuQ {name}", root / "remuq" / name, "remuq", False)
-                for name in ("test.json", "images.tsv", "corpus.jsonl")]
+                for name in REMUQ_FILES]
     return []
 
 

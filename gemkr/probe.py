@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .tokenizer import clue_text
+from .tokenizer import clue_text, word_prefix
 
 
 @dataclass(frozen=True)
@@ -36,8 +36,6 @@ class ProbeItem:
 def first_token(tok, name: str) -> int:
     """The first token id of `name` as a clue starts it (a passage's opening, encoded as the
     index encodes passages: `tokenizer.word_prefix`)."""
-    from .tokenizer import word_prefix
-
     return int(tok(word_prefix(tok) + name, add_special_tokens=False)["input_ids"][0])
 
 

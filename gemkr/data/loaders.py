@@ -24,7 +24,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..paper_files import SOURCES  # where each file is published (also used by the dry run)
+from ..paper_files import (  # file names and sources, shared with the dry run
+    CORPUS_FILES,
+    OKVQA_ANNOTATIONS,
+    OKVQA_QUESTIONS,
+    REMUQ_FILES,
+    SOURCES,
+)
 from .benchmark import Benchmark
 from .kb import KBError, deduplicate
 
@@ -70,8 +76,8 @@ def read_corpus_csv(path: Path, id_col: str, delimiter: str, max_passages: int |
 
 def read_okvqa(root: Path, split: str) -> pd.DataFrame:
     """OK-VQA questions of a COCO split ("train2014" / "val2014") with their answer lists."""
-    qfile = _need(root / f"OpenEnded_mscoco_{split}_questions.json", "okvqa")
-    afile = _need(root / f"mscoco_{split}_annotations.json", "okvqa")
+    qfile = _need(root / OKVQA_QUESTIONS.format(split=split), "okvqa")
+    afile = _need(root / OKVQA_ANNOTATIONS.format(split=split), "okvqa")
     questions = json.loads(qfile.read_text(encoding="utf-8"))["questions"]
     answers = {a["question_id"]: a for a in json.loads(afile.read_text(encoding="utf-8"))
                ["annotations"]}
@@ -91,17 +97,18 @@ def read_okvqa(root: Path, split: str) -> pd.DataFrame:
 def read_remuq(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """ReMuQ test questions (gold passage ids) and corpus; images decoded from the TSV on demand
     into ``remuq/images/<img_id>.jpg`` (once)."""
-    items = json.loads(_need(root / "remuq" / "test.json", "remuq").read_text(encoding="utf-8"))
+    test_file, images_file, corpus_file = (root / "remuq" / name for name in REMUQ_FILES)
+    items = json.loads(_need(test_file, "remuq").read_text(encoding="utf-8"))
     corpus = []
-    for i, line in _lines(_need(root / "remuq" / "corpus.jsonl", "remuq")):
+    for i, line in _lines(_need(corpus_file, "remuq")):
         if line.strip():
             d = json.loads(line)
             if not str(d.get("text", "")).strip():
-                raise KBError(f"{root / 'remuq' / 'corpus.jsonl'}:{i}: passage {d.get('id')} empty")
+                raise KBError(f"{corpus_file}:{i}: passage {d.get('id')} empty")
             corpus.append((int(d["id"]), " ".join(d["text"].split()), d.get("title", "")))
     img_dir = root / "remuq" / "images"
     img_dir.mkdir(exist_ok=True)
-    for i, line in _lines(_need(root / "remuq" / "images.tsv", "remuq")):
+    for i, line in _lines(_need(images_file, "remuq")):
         img_id, _, b64 = line.rstrip("\n").partition("\t")
         target = img_dir / f"{img_id}.jpg"
         if not target.exists():
@@ -110,7 +117,7 @@ def read_remuq(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
 
                 Image.open(io.BytesIO(base64.b64decode(b64))).convert("RGB").save(target)
             except Exception as err:  # a corrupt image is named, never silently skipped
-                raise DatasetError(f"{root / 'remuq' / 'images.tsv'}:{i}: image {img_id} "
+                raise DatasetError(f"{images_file}:{i}: image {img_id} "
                                    f"cannot be decoded ({err})") from err
     rows = [{"qid": f"remuq{i}", "scene_id": i, "image_path": str(img_dir / f"{q['img_id']}.jpg"),
              "question": q["question"], "caption": "", "answers": [str(q.get("answer", ""))],
@@ -134,11 +141,11 @@ def load_paper_dataset(cfg, max_passages: int | None = None) -> Benchmark:
                                read_okvqa(root, "val2014").assign(split="test")],
                               ignore_index=True)
         if cfg.dataset == "okvqa_gs112k":
-            corpus, kb_name = read_corpus_csv(root / "okvqa_train_corpus.csv", "kid", ",",
+            corpus, kb_name = read_corpus_csv(root / CORPUS_FILES[cfg.dataset], "kid", ",",
                                               max_passages), "GS112K"
         else:
-            corpus, kb_name = read_corpus_csv(root / "psgs_w100.tsv", "id", "\t", max_passages,
-                                              source="wk21m"), "WK21M"
+            corpus, kb_name = read_corpus_csv(root / CORPUS_FILES[cfg.dataset], "id", "\t",
+                                              max_passages, source="wk21m"), "WK21M"
     else:
         raise DatasetError(f"unknown dataset {cfg.dataset!r}; use okmoji, okvqa_gs112k, "
                            "okvqa_wk21m or remuq")

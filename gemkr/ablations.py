@@ -26,7 +26,17 @@ class Variant:
 
 
 VARIANTS = (
-    Variant("full model", "reference", "object-aware prefix, dual-flow, LoRA, image + question"),
+    Variant("full model", "reference", "object tokens with boxes, aligned; caption dropout; "
+            "object-aware prefix, dual-flow, LoRA"),
+    Variant("paper's visual tokens", "visual tokens",
+            "CLS + 2 prefix rows (E + R), no boxes, no alignment (the paper's layout)",
+            train={"visual_layout": "paper", "visual_objects": 2, "box_features": False}),
+    Variant("w/o alignment stage", "visual tokens", "projection trained in tuning only",
+            train={"align_epochs": 0}),
+    Variant("w/o box features", "visual tokens", "object tokens without their boxes",
+            train={"box_features": False}),
+    Variant("w/o caption dropout", "input", "every tuning example reads its caption",
+            train={"caption_dropout": 0.0}),
     Variant("w/o object features", "visual prefix", "prefix = learned rows only",
             train={"object_features": False}),
     Variant("w/o dual-flow attention", "visual prefix", "prefix keys joined to the image softmax",
@@ -151,6 +161,9 @@ def fingerprint(p, dcfg, questions) -> dict:
             "lora": any("lora_" in n for n, _ in m.named_parameters()),
             "llm": f"{m.llm.config.model_type}/{m.llm.config.hidden_size}"
                    f"x{m.llm.config.num_hidden_layers}",
+            "visual_tokens": f"{m.visual_tokens.layout}/{m.visual_tokens.n_objects}"
+                             f"{'+boxes' if m.visual_tokens.geo is not None else ''}",
+            "aligned": p.info.get("align_key", ""), "caption_dropout": p.cfg.caption_dropout,
             "prompt": questions["text"].iloc[0] if len(questions) else "",
             "boxes": table_key(p.dets)}
 

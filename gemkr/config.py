@@ -106,6 +106,21 @@ class Config:
         True, "object CLS features in the prefix; False: learned rows only", "04"
     )
     mask_empty_slots: bool = _f(True, "mask empty object slots (official code: unmasked)", "04")
+    visual_layout: str = _f(
+        "objects", "paper: [CLS, prefix rows 0-1] (E + R, paper-notes §5) | objects: [CLS, one "
+        "token per detected object from its raw CLS feature R] (the kit's default)", "04")
+    visual_objects: int = _f(4, "object tokens after the CLS token (paper: 2)", "04")
+    box_features: bool = _f(
+        True, "each object token also carries its box: place, size and which object is "
+        "leftmost / rightmost / topmost / bottommost / biggest / smallest", "04")
+    caption_dropout: float = _f(
+        0.5, "share of instruction-tuning examples whose caption is dropped (question alone), "
+        "so the visual tokens must say which object is which", "04")
+    align_epochs: int = _f(
+        2, "alignment stage (LLaVA / MiniGPT-4 stage 1): object token -> that object's clue, "
+        "LLM frozen, only the visual-token projection trains; 0 = no alignment", "04")
+    align_lr: float = _f(2e-3, "peak learning rate of the alignment stage", "04")
+    align_batch: int = _f(32, "objects per alignment batch", "04")
     eva_weights: str | None = _f(
         None, "paper profile: local open_clip EVA01-g-14 weights file", "04"
     )
@@ -289,6 +304,13 @@ _PAPER = dataclasses.replace(
     vit_image_size=224,
     llm="llama-7b",
     tokenizer="llama-7b",  # LLaMA's own tokenizer builds the index and the clue targets (T6)
+    # the paper's visual tokens and recipe: CLS + 2 prefix rows, no boxes, no alignment stage,
+    # every example with its caption (the kit's default departs from it; README, notebook 06)
+    visual_layout="paper",
+    visual_objects=2,
+    box_features=False,
+    caption_dropout=0.0,
+    align_epochs=0,
     det_oracle_boxes=False,
     kb_names=("GS112K",),
 )

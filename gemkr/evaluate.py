@@ -96,6 +96,47 @@ def by_ref_kind(runs: dict[str, Run], questions: pd.DataFrame, ks: Sequence[int]
     return pd.DataFrame(rows)
 
 
+def by_caption(runs: dict[str, Run], questions: pd.DataFrame, labels: dict[int, list[str]],
+               ks: Sequence[int] = (1, 5)) -> pd.DataFrame:
+    """Gold-passage R@k of each method on the questions whose detector caption names the gold
+    object (``caption_names_gold``) and on those whose caption does not (the detector missed or
+    mislabelled it): what a model that only copies the caption cannot find."""
+    from .metrics import gold_hits
+
+    named = np.asarray([t in labels.get(int(s), []) for s, t in
+                        zip(questions["scene_id"], questions["target_name"], strict=True)])
+    gold = questions["gold_pid"].tolist()
+    rows = []
+    for method, run in runs.items():
+        hits = {k: gold_hits(run.ranked, gold, k) for k in ks}
+        for flag in (True, False):
+            idx = np.flatnonzero(named == flag)
+            rows.append({"method": method, "caption_names_gold": flag, "n_queries": len(idx),
+                         **{f"R@{k}": float(hits[k][idx].mean()) if len(idx) else float("nan")
+                            for k in ks}})
+    return pd.DataFrame(rows)
+
+
+def paired_against(runs: dict[str, Run], questions: pd.DataFrame, reference: str = "GeMKR",
+                   k: int = 5, seed: int = 0) -> pd.DataFrame:
+    """`reference`'s gold-passage R@k minus each other method's on the same questions, with a
+    paired bootstrap 95 % interval (`metrics.paired_bootstrap`)."""
+    from .metrics import gold_hits, paired_bootstrap
+
+    gold = questions["gold_pid"].tolist()
+    ref = gold_hits(runs[reference].ranked, gold, k)
+    rows = []
+    for method, run in runs.items():
+        if method == reference:
+            continue
+        hits = gold_hits(run.ranked, gold, k)
+        diff, lo, hi = paired_bootstrap(ref, hits, seed=seed)
+        rows.append({"method": method, f"R@{k} {reference}": float(ref.mean()),
+                     f"R@{k}": float(hits.mean()), f"ΔR@{k}": diff, "ci95_low": lo,
+                     "ci95_high": hi, "n_queries": len(hits)})
+    return pd.DataFrame(rows)
+
+
 # ------------------------------------------------------------------------ CLIP dense retrieval
 class ClipDense:
     """Dense retrieval with the kit's contrastively trained image tower against the KB passages

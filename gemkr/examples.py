@@ -19,6 +19,28 @@ from .model import Batch
 from .pretrain import crop, to_tensor
 from .vision import encode_crops, tower_width
 
+# An object's box features (one row per object, `box_geometry`): where it is and how it ranks
+# among the picture's objects, which is what "the animal on the left" or "the biggest object"
+# asks. The LLM reads them through `VisualTokens.geo` (visual_layout "objects", box_features).
+GEOMETRY = ("center_x", "center_y", "width", "height", "area", "leftmost", "rightmost",
+            "topmost", "bottommost", "biggest", "smallest")
+
+
+def box_geometry(boxes, size: tuple[float, float]) -> np.ndarray:
+    """(n, len(GEOMETRY)) features of n boxes (x0, y0, x1, y1) in a picture of `size` (width,
+    height) pixels: centre, size and area as fractions of the picture, then 1.0 where the object
+    is the extreme one among the n (ties: every tied object), else 0.0."""
+    w_img, h_img = size
+    b = np.asarray(boxes, dtype=float).reshape(-1, 4) / np.array([w_img, h_img, w_img, h_img])
+    if len(b) == 0:
+        return np.zeros((0, len(GEOMETRY)))
+    cx, cy = (b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2
+    w, h = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
+    area = w * h
+    flags = [cx == cx.min(), cx == cx.max(), cy == cy.min(), cy == cy.max(),
+             area == area.max(), area == area.min()]
+    return np.stack([cx, cy, w, h, area, *(f.astype(float) for f in flags)], axis=1)
+
 
 def scene_rows(bench) -> dict[int, int]:
     """scene id -> its row in ``bench.scenes`` (the row of its tensors in `scene_inputs`)."""
@@ -31,18 +53,28 @@ def crops_of(img, boxes, size: int, max_objects: int) -> list[torch.Tensor]:
     return [crop(img, box, size) for box in np.asarray(boxes, dtype=float)[:max_objects]]
 
 
+def geometry_of(boxes, size: tuple[float, float], max_objects: int) -> torch.Tensor:
+    """(max_objects, len(GEOMETRY)) box features of a picture's first `max_objects` boxes,
+    zero rows in empty slots."""
+    out = torch.zeros(max_objects, len(GEOMETRY))
+    g = box_geometry(np.asarray(boxes, dtype=float)[:max_objects], size)
+    out[:len(g)] = torch.as_tensor(g, dtype=torch.float32)
+    return out
+
+
 @torch.no_grad()
 def object_inputs(visual, img, boxes, size: int, max_objects: int
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Object features (1,max_objects,width) and mask (1,max_objects) of one picture (a new
-    picture at query time; `scene_inputs` does every scene of the benchmark in batches)."""
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Object features (1,max_objects,width), mask (1,max_objects) and box features
+    (1,max_objects,G) of one picture (a new picture at query time; `scene_inputs` does every
+    scene of the benchmark in batches)."""
     objects = torch.zeros(1, max_objects, tower_width(visual))
     mask = torch.zeros(1, max_objects, dtype=torch.bool)
     crops = crops_of(img, boxes, size, max_objects)
     if crops:
         objects[0, :len(crops)] = encode_crops(visual, torch.stack(crops))
         mask[0, :len(crops)] = True
-    return objects, mask
+    return objects, mask, geometry_of(boxes, img.size, max_objects)[None]
 
 
 @torch.no_grad()
@@ -56,6 +88,7 @@ def scene_inputs(bench, dets: pd.DataFrame, visual, size: int, max_objects: int,
     images = torch.empty(n, 3, size, size)
     feats = torch.zeros(n, max_objects, width)
     mask = torch.zeros(n, max_objects, dtype=torch.bool)
+    geometry = torch.zeros(n, max_objects, len(GEOMETRY))
     by_scene = {sid: g.sort_values("rank") for sid, g in dets.groupby("scene_id")}
     crops, slots = [], []
 
@@ -72,14 +105,16 @@ def scene_inputs(bench, dets: pd.DataFrame, visual, size: int, max_objects: int,
         images[i] = to_tensor(img, size)
         g = by_scene.get(sid)
         if g is not None:
-            for j, c in enumerate(crops_of(img, g[["x0", "y0", "x1", "y1"]].to_numpy(), size,
-                                           max_objects)):
+            boxes = g[["x0", "y0", "x1", "y1"]].to_numpy()
+            geometry[i] = geometry_of(boxes, img.size, max_objects)
+            for j, c in enumerate(crops_of(img, boxes, size, max_objects)):
                 crops.append(c)
                 slots.append((i, j))
         if len(crops) >= crops_per_batch:
             flush()
     flush()
-    return {"images": images, "objects": feats, "mask": mask, "row": scene_rows(bench)}
+    return {"images": images, "objects": feats, "mask": mask, "geometry": geometry,
+            "row": scene_rows(bench)}
 
 
 def clue_targets(questions: pd.DataFrame, index: CorpusIndex, max_tokens: int,
@@ -106,19 +141,79 @@ def model_questions(questions: pd.DataFrame, captions: dict[int, str],
 
 
 def make_batch(questions: pd.DataFrame, inputs: dict, targets: list[list[int]] | None = None,
-               text_column: str = "text") -> Batch:
-    """A model Batch for these question rows (targets aligned with the rows, or None)."""
+               text_column: str = "text", texts: list[str] | None = None) -> Batch:
+    """A model Batch for these question rows (targets aligned with the rows, or None); `texts`
+    replaces the rows' `text_column`."""
     rows = [inputs["row"][int(s)] for s in questions["scene_id"].tolist()]
     idx = torch.as_tensor(rows, dtype=torch.long)
+    geometry = inputs.get("geometry")
     return Batch(images=inputs["images"][idx], objects=inputs["objects"][idx],
-                 mask=inputs["mask"][idx], texts=questions[text_column].tolist(),
-                 targets=targets)
+                 mask=inputs["mask"][idx],
+                 texts=questions[text_column].tolist() if texts is None else texts,
+                 targets=targets, geometry=None if geometry is None else geometry[idx])
 
 
 def batches(questions: pd.DataFrame, inputs: dict, targets: list[list[int]], batch_size: int,
-            rng: np.random.Generator):
-    """Shuffled training batches of one epoch (the caller seeds `rng` per epoch)."""
+            rng: np.random.Generator, caption_dropout: float = 0.0):
+    """Shuffled training batches of one epoch (the caller seeds `rng` per epoch). With
+    `caption_dropout` > 0 that share of the examples reads the question alone (no caption):
+    there the visual tokens are the only way to know which object is which."""
     order = rng.permutation(len(questions))
+    drop = rng.random(len(questions)) < caption_dropout if caption_dropout > 0 else None
     for s in range(0, len(order), batch_size):
         take = order[s:s + batch_size]
-        yield make_batch(questions.iloc[take], inputs, [targets[i] for i in take])
+        rows = questions.iloc[take]
+        texts = None
+        if drop is not None:
+            texts = [q if d else t for q, t, d in zip(rows["question"], rows["text"], drop[take],
+                                                      strict=True)]
+        yield make_batch(rows, inputs, [targets[i] for i in take], texts=texts)
+
+
+def iou(a, b) -> float:
+    """Intersection over union of two boxes (x0, y0, x1, y1)."""
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = w * h
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def alignment_objects(bench, dets: pd.DataFrame, inputs: dict, pid_of_obj: dict[int, int],
+                      split: str = "train", min_iou: float = 0.5) -> pd.DataFrame:
+    """The alignment stage's examples: every detected object slot of the `split` scenes whose
+    box matches a true object (IoU >= `min_iou`) that has a passage in `pid_of_obj` (the
+    objects some training question asks about: test_unseen's objects never appear), as rows
+    (scene_id, row, slot, obj, pid)."""
+    rows = []
+    slots = inputs["mask"].shape[1]
+    by_scene = {sid: g.sort_values("rank") for sid, g in dets.groupby("scene_id")}
+    for sc in bench.scenes[bench.scenes["split"] == split].itertuples():
+        g = by_scene.get(sc.scene_id)
+        if g is None:
+            continue
+        for slot, box in enumerate(g[["x0", "y0", "x1", "y1"]].to_numpy()[:slots]):
+            overlaps = [iou(box, true) for true in sc.boxes]
+            best = int(np.argmax(overlaps)) if overlaps else -1
+            if best >= 0 and overlaps[best] >= min_iou and int(sc.objs[best]) in pid_of_obj:
+                obj = int(sc.objs[best])
+                rows.append((int(sc.scene_id), inputs["row"][int(sc.scene_id)], slot, obj,
+                             pid_of_obj[obj]))
+    return pd.DataFrame(rows, columns=["scene_id", "row", "slot", "obj", "pid"])
+
+
+def alignment_batches(examples: pd.DataFrame, inputs: dict, targets: list[list[int]],
+                      batch_size: int, rng: np.random.Generator):
+    """Shuffled batches of one alignment epoch: per item one object's feature (B,W), its box
+    features (B,G) and its clue target."""
+    order = rng.permutation(len(examples))
+    rows = torch.tensor(examples["row"].to_numpy(dtype=np.int64))
+    slots = torch.tensor(examples["slot"].to_numpy(dtype=np.int64))
+    geometry = inputs.get("geometry")
+    for s in range(0, len(order), batch_size):
+        take = torch.as_tensor(order[s:s + batch_size], dtype=torch.long)
+        r, k = rows[take], slots[take]
+        yield Batch(images=inputs["images"][r], objects=inputs["objects"][r, k],
+                    mask=inputs["mask"][r, k], texts=[""] * len(take),
+                    targets=[targets[int(i)] for i in take],
+                    geometry=None if geometry is None else geometry[r, k])

@@ -20,7 +20,8 @@ from .model import Batch, GeMKR
 def next_token_logprobs(model: GeMKR, batch: Batch, prefix: list[int]) -> torch.Tensor:
     """Log-probabilities of the next clue token after the prompt of a one-question batch and
     `prefix` (full forward pass; explorer use only)."""
-    embeds, mask, _ = model.inputs(Batch(batch.images, batch.objects, batch.mask, batch.texts))
+    embeds, mask, _ = model.inputs(Batch(batch.images, batch.objects, batch.mask, batch.texts,
+                                         geometry=batch.geometry))
     if prefix:
         extra = model.llm.get_input_embeddings()(torch.tensor([prefix], device=embeds.device))
         embeds = torch.cat([embeds, extra], 1)

@@ -185,6 +185,7 @@ class Batch:
     mask: torch.Tensor  # (B,M) bool, True = a detected object
     texts: list[str]  # question + " " + caption
     targets: list[list[int]] | None = None  # clue token ids (index ids), without EOS
+    geometry: torch.Tensor | None = None  # (B,M,G) box features of the objects (box_geometry)
 
 
 class GeMKR(nn.Module):
@@ -231,14 +232,24 @@ class GeMKR(nn.Module):
             out.append((torch.cat(parts), target))
         return out
 
-    def inputs(self, batch: Batch, skip: int = 0):
+    def visual(self, batch: Batch) -> torch.Tensor:
+        """The visual tokens (B, 1 + visual_objects, H) of a batch: the prefixed ViT's CLS, and
+        per object slot either the last prefix row (paper layout) or the object's own feature
+        R with its box (objects layout); `encoder.pad_objects` zeroes R without object
+        features and in empty slots."""
+        dev = self.visual_tokens.proj.weight.device
+        objects, mask = batch.objects.to(dev), batch.mask.to(dev)
+        cls, prefix = self.encoder(batch.images.to(dev), objects, mask)
+        r, _ = self.encoder.pad_objects(objects, mask)
+        geometry = None if batch.geometry is None else batch.geometry.to(dev)
+        return self.visual_tokens(cls, prefix, r, geometry)
+
+    def inputs(self, batch: Batch, skip: int = 0, visual: torch.Tensor | None = None):
         """Left-padded inputs_embeds (B,L,H), attention mask (B,L) and labels (B,L); without the
-        first `skip` prompt tokens (see `shared_opening`)."""
-        visual = None
-        if self.use_image:
-            dev = self.visual_tokens.proj.weight.device
-            visual = self.visual_tokens(*self.encoder(
-                batch.images.to(dev), batch.objects.to(dev), batch.mask.to(dev)))
+        first `skip` prompt tokens (see `shared_opening`). `visual`: tokens to splice instead of
+        the batch's own (the alignment stage's single object)."""
+        if visual is None and self.use_image:
+            visual = self.visual(batch)
         pieces = self._pieces(batch, visual, skip)
         length = max(p.shape[0] for p, _ in pieces)
         hidden = pieces[0][0].shape[1]
@@ -253,7 +264,19 @@ class GeMKR(nn.Module):
                 labels[i, length - len(target):] = torch.tensor(target, device=dev)
         return embeds, mask, labels
 
-    def forward(self, batch: Batch, share_opening: bool = True) -> torch.Tensor:
+    def align_loss(self, batch: Batch) -> torch.Tensor:
+        """The alignment stage's loss: the prompt with no question and, at ``<ImageHere>``, one
+        object's token alone (``batch.objects`` (B,W): one raw feature per item, with its
+        ``geometry`` (B,G)), trained to write that object's clue. Only the projection trains."""
+        dev = self.visual_tokens.proj.weight.device
+        geometry = None if batch.geometry is None else batch.geometry.to(dev)[:, None]
+        visual = self.visual_tokens.object_tokens(batch.objects.to(dev)[:, None], geometry)
+        texts = Batch(batch.images, batch.objects, batch.mask, [""] * len(batch.texts),
+                      batch.targets)
+        return self.forward(texts, share_opening=False, visual=visual)
+
+    def forward(self, batch: Batch, share_opening: bool = True,
+                visual: torch.Tensor | None = None) -> torch.Tensor:
         """Mean cross-entropy over clue + EOS tokens.
 
         Two savings, both exact: left padding puts every target at the end, so the output layer
@@ -265,7 +288,7 @@ class GeMKR(nn.Module):
         alone."""
         opening = self.shared_opening(batch) if share_opening else None
         skip = len(opening) if opening else 0
-        embeds, mask, labels = self.inputs(batch, skip)
+        embeds, mask, labels = self.inputs(batch, skip, visual)
         keep = int((labels != IGNORE).sum(1).max()) + 1
         position = (mask.cumsum(-1) - 1).clamp(min=0)
         cache = None
@@ -287,7 +310,8 @@ class GeMKR(nn.Module):
         """Constrained (diverse) beam search from the prompt; clues with their passages."""
         from .hardware import autocast
 
-        prompt = Batch(batch.images, batch.objects, batch.mask, batch.texts, None)
+        prompt = Batch(batch.images, batch.objects, batch.mask, batch.texts, None,
+                       batch.geometry)
         dev = self.llm.get_input_embeddings().weight.device
         # bfloat16 products where native (`decode_bf16`; the official evaluation runs LLaMA in
         # 8-bit, trap T10): ~2x the queries per second on an AVX512-BF16 CPU; the log-softmax
@@ -309,6 +333,13 @@ class GeMKR(nn.Module):
         return groups
 
 
+def examples_geometry_width() -> int:
+    """Width of an object's box features (`examples.GEOMETRY`)."""
+    from .examples import GEOMETRY
+
+    return len(GEOMETRY)
+
+
 def closed_form_trainable(cfg, llm_hidden: int, llm_layers: int,
                           kv_dim: int | None = None) -> dict[str, int]:
     """Trainable parameters by component, from the settings alone (paper-notes §9): LoRA A (r x
@@ -318,7 +349,9 @@ def closed_form_trainable(cfg, llm_hidden: int, llm_layers: int,
     n_prefix = n_prefixed(cfg.vit_layers)
     kv_dim = llm_hidden if kv_dim is None else kv_dim
     lora = llm_layers * cfg.lora_r * (2 * llm_hidden + llm_hidden + kv_dim)
+    geo = (examples_geometry_width() * llm_hidden + llm_hidden
+           if cfg.box_features and cfg.visual_layout == "objects" else 0)
     return {"lora": lora if cfg.use_lora else 0,
-            "projection": cfg.vit_width * llm_hidden + llm_hidden if cfg.use_image else 0,
+            "projection": cfg.vit_width * llm_hidden + llm_hidden + geo if cfg.use_image else 0,
             "prefix_rows": n_prefix * cfg.prefix_len * cfg.vit_width if cfg.use_image else 0,
             "gates": n_prefix * cfg.vit_heads if cfg.use_image else 0, "other": 0}

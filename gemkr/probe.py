@@ -168,3 +168,48 @@ def share(table, model: str, name: str = "object_named") -> float:
     t = pd.DataFrame(table)
     hit = t[(t["model"] == model) & (t["probe"] == name)]
     return float(hit["share"].iloc[0]) if len(hit) else float("nan")
+
+
+@torch.no_grad()
+def object_naming(model, inputs: dict, objects: pd.DataFrame, target_of: dict[int, list[int]],
+                  n_distractors: int = 20, seed: int = 0, batch: int = 64
+                  ) -> tuple[float, float]:
+    """``image_names_object``: with one object's token alone at ``<ImageHere>`` (no question, no
+    caption), is its own clue more likely (mean log-probability per token, teacher-forced, EOS
+    included) than the clues of `n_distractors` random other objects? `objects` are rows
+    (row, slot, pid) of `examples.alignment_objects`, `target_of` maps every candidate passage to
+    its clue ids. Returns (share, chance). The direct measure of what the alignment stage
+    teaches: that a visual token says which object it shows."""
+    from .model import IGNORE, Batch
+
+    rng = np.random.default_rng([seed, 4, 6])
+    pool = np.asarray(sorted(target_of))
+    pairs = []
+    for i, pid in enumerate(objects["pid"].tolist()):
+        others = rng.choice(pool[pool != pid], size=min(n_distractors, len(pool) - 1),
+                            replace=False)
+        pairs += [(i, int(c)) for c in (pid, *others)]
+    rows = torch.tensor(objects["row"].to_numpy(dtype=np.int64))
+    slots = torch.tensor(objects["slot"].to_numpy(dtype=np.int64))
+    geometry = inputs.get("geometry")
+    scores = np.empty(len(pairs))
+    for s in range(0, len(pairs), batch):
+        part = pairs[s:s + batch]
+        at = torch.tensor([i for i, _ in part])
+        r, k = rows[at], slots[at]
+        visual = model.visual_tokens.object_tokens(
+            inputs["objects"][r, k][:, None], None if geometry is None else geometry[r, k][:, None])
+        b = Batch(images=None, objects=None, mask=None, texts=[""] * len(part),
+                  targets=[target_of[c] for _, c in part])
+        embeds, mask, labels = model.inputs(b, visual=visual)
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        logits = model.llm(inputs_embeds=embeds, attention_mask=mask, position_ids=pos).logits
+        logp = torch.log_softmax(logits[:, :-1].float(), -1)
+        lab = labels[:, 1:]
+        real = lab != IGNORE
+        tok = logp.gather(-1, lab.clamp(min=0)[..., None]).squeeze(-1) * real
+        scores[s:s + len(part)] = (tok.sum(1) / real.sum(1)).cpu().numpy()
+    per = 1 + min(n_distractors, len(pool) - 1)
+    grouped = scores.reshape(-1, per)
+    hits = grouped[:, 0] > grouped[:, 1:].max(1)
+    return float(hits.mean()) if len(hits) else float("nan"), 1.0 / per

@@ -113,16 +113,20 @@ class Retriever:
         from .pretrain import to_tensor
 
         img = load_image(image)
-        res = self.yolo.predict(np.asarray(img), imgsz=self.cfg.det_imgsz, conf=0.25,
+        # the PIL image itself: ultralytics reads a numpy array as BGR (OpenCV's order), so
+        # np.asarray(img) would hand it red and blue swapped; the notebooks pass file paths
+        res = self.yolo.predict(img, imgsz=self.cfg.det_imgsz, conf=0.25,
                                 max_det=self.cfg.max_objects, device="cpu", verbose=False)[0]
         dets = pd.DataFrame(result_rows(res, self.names, self.cfg.max_objects),
                             columns=["rank", "obj", "label", "conf", "x0", "y0", "x1", "y1"]
                             ).drop(columns="obj")
         size = self.cfg.vit_image_size
-        objects, mask = object_inputs(self.p.clip.visual, img, dets[["x0", "y0", "x1", "y1"]],
-                                      size, self.cfg.max_objects)
+        objects, mask, geometry = object_inputs(self.p.clip.visual, img,
+                                                dets[["x0", "y0", "x1", "y1"]], size,
+                                                self.cfg.max_objects)
         return {"image": img, "detections": dets, "caption": caption(dets["label"].tolist()),
-                "images": to_tensor(img, size)[None], "objects": objects, "mask": mask}
+                "images": to_tensor(img, size)[None], "objects": objects, "mask": mask,
+                "geometry": geometry}
 
     # ------------------------------------------------------------ knowledge bases
     def knowledge_base(self, kb: str | Path) -> tuple[pd.DataFrame, object, object]:
@@ -205,7 +209,8 @@ class Retriever:
         from .decoding import DecodeConfig
         from .model import Batch
 
-        batch = Batch(scene["images"], scene["objects"], scene["mask"], [text], None)
+        batch = Batch(scene["images"], scene["objects"], scene["mask"], [text], None,
+                      scene.get("geometry"))
         clues = self.p.model.retrieve(batch, index, DecodeConfig.from_config(self.cfg))[0]
         hits: dict[int, tuple[str, float]] = {}
         for c in clues:  # passages in clue order, each with the first clue that found it

@@ -25,6 +25,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 from . import artifacts, examples, knowledge, pretrain, train
@@ -43,10 +44,15 @@ LLM_FIELDS = ("llm", "llm_blocks", "llm_last_blocks", "llm_hidden", "llm_layers"
               "llm_pretrain_epochs", "llm_pretrain_batch", "llm_pretrain_lr")
 GEMKR_FIELDS = ("prefix_len", "dual_flow", "object_features", "mask_empty_slots", "use_lora",
                 "use_image", "use_text", "use_caption", "det_oracle_boxes", "max_objects",
+                "visual_layout", "visual_objects", "box_features", "caption_dropout",
                 "lora_r", "lora_alpha", "lora_dropout", "epochs", "batch_size", "grad_accum",
                 "lr", "min_lr", "warmup_steps", "weight_decay", "train_questions",
                 "clue_max_tokens", "min_clue_tokens")
 
+# the alignment stage reads the object features and box features only (the detections, the clue
+# targets and the LLM come in through its key's upstream parts and data hash)
+ALIGN_FIELDS = ("visual_layout", "box_features", "object_features", "use_image", "align_epochs",
+                "align_lr", "align_batch")
 
 # Settings every trained part's key covers: the profile names the cache folder, `_cache` adds the
 # seed and whether training runs in bfloat16 here; decoding-only settings never change weights.
@@ -269,10 +275,7 @@ def assemble(cfg, clip, llm, tok, sp) -> GeMKR:
     else:
         for p in llm.parameters():
             p.requires_grad_(False)
-    emb = llm.get_input_embeddings().weight
-    std = emb.detach().std()
-    tokens = VisualTokens(encoder.width, emb.shape[1],
-                          out_std=None if std.is_meta else float(std))  # meta: shapes only
+    tokens = visual_tokens(cfg, encoder.width, llm, cfg.visual_objects)
     if not cfg.use_image:  # no visual tokens: nothing of the vision side trains
         for p in [*encoder.parameters(), *tokens.parameters()]:
             p.requires_grad_(False)
@@ -280,6 +283,91 @@ def assemble(cfg, clip, llm, tok, sp) -> GeMKR:
     model.decode_bf16 = bool(cfg.decode_bf16) and bf16_native(
         llm.get_input_embeddings().weight.device)
     return model
+
+
+def visual_tokens(cfg, width: int, llm, n_objects: int) -> VisualTokens:
+    """The visual-token projection of `cfg`'s layout, started at the scale of the LLM's token
+    embeddings."""
+    from .examples import GEOMETRY
+
+    emb = llm.get_input_embeddings().weight
+    std = emb.detach().std()
+    geometry = len(GEOMETRY) if cfg.box_features and cfg.visual_layout == "objects" else 0
+    return VisualTokens(width, emb.shape[1], n_objects=n_objects,
+                        out_std=None if std.is_meta else float(std),  # meta: shapes only
+                        layout=cfg.visual_layout, geometry=geometry)
+
+
+def aligns(cfg) -> bool:
+    """Whether `cfg` has an alignment stage: object tokens (layout "objects") made of object
+    features, in a model that reads visual tokens."""
+    return (cfg.align_epochs > 0 and cfg.use_image and cfg.object_features
+            and cfg.visual_layout == "objects")
+
+
+@keyed_by(ALIGN_FIELDS)
+def aligned_tokens(cfg, llm, tok, sp, inputs: dict, objects, targets: list[list[int]],
+                   upstream: tuple, probe_objects=None, probe_targets: dict | None = None, *,
+                   train_if_missing: bool = True, force: bool = False, device: str = "cpu"):
+    """(visual-token state dict, run info, cache key) after the alignment stage, or (None, {},
+    "") when `cfg` has none (`aligns`).
+
+    LLaVA's and MiniGPT-4's first stage, on the kit's objects: the LLM (after stage 2) stays
+    frozen and reads the prompt with no question and one object's token at ``<ImageHere>``; the
+    projection learns to make that token say the object's clue. `objects` are the examples
+    (`examples.alignment_objects`), `targets` their clue token ids; `upstream` the cache keys of
+    the vision tower, the LLM and the detections. Every GeMKR variant with the same key starts
+    from these weights (the ablations switch components in instruction tuning). With
+    `probe_objects` (held-out objects, same columns) and `probe_targets` (pid -> clue ids of
+    every candidate), `probe.object_naming` is measured before and after the stage."""
+    from .probe import object_naming
+    if not aligns(cfg):
+        return None, {}, ""
+    data = artifacts.cache_key(objects[["row", "slot", "pid"]].to_numpy().tolist(), targets)
+    settings = _fields(cfg, ALIGN_FIELDS)
+    # one folder per key: 06's variants on other detections or another LLM align their own
+    # projection and must not replace the one the full model starts from
+    parts = (*upstream, data, settings)
+    cache = _cache(cfg, f"align-{artifacts.cache_key(parts)[:8]}", parts,
+                   ("model.py", "vision.py", "examples.py", "train.py", "trained.py"), force,
+                   device)
+    frozen = {n: p.requires_grad for n, p in llm.named_parameters()}
+    for p in llm.parameters():
+        p.requires_grad_(False)
+    width = inputs["objects"].shape[-1]
+    model = GeMKR(None, visual_tokens(cfg, width, llm, 1), llm, tok, sp, use_text=False)
+    try:
+        if cache.valid:
+            info = _load(cache, model)
+        elif not train_if_missing:
+            raise _missing("alignment stage", cache)
+        else:
+            torch.manual_seed(cfg.seed)
+            naming = {}
+            if probe_objects is not None and len(probe_objects):
+                naming["naming_before"], naming["naming_chance"] = object_naming(
+                    model.eval(), inputs, probe_objects, probe_targets, seed=cfg.seed)
+            bs = cfg.align_batch
+            out = train.fit(
+                model, lambda m, b: m.align_loss(b),
+                lambda e: examples.alignment_batches(objects, inputs, targets, bs,
+                                                     np.random.default_rng([cfg.seed, 4, 5, e])),
+                epochs=cfg.align_epochs, steps_per_epoch=math.ceil(len(objects) / bs),
+                lr=cfg.align_lr, min_lr=cfg.align_lr / 10,
+                warmup_steps=min(20, math.ceil(len(objects) / bs)), weight_decay=0.0,
+                ckpt_dir=_ckpt(cache), desc="alignment", device=device, bf16=_bf16(cfg, device))
+            if naming:
+                naming["naming_after"], _ = object_naming(model.eval(), inputs, probe_objects,
+                                                          probe_targets, seed=cfg.seed)
+                naming["naming_objects"] = len(probe_objects)
+            info = {**out, **naming, "objects": len(objects),
+                    "distinct_objects": int(objects["obj"].nunique())}
+            _save(cache, model, info)
+    finally:
+        for n, p in llm.named_parameters():
+            p.requires_grad_(frozen[n])
+    state = {k: v.detach().clone() for k, v in model.visual_tokens.state_dict().items()}
+    return state, info, cache.key
 
 
 def train_subset(questions, n: int | None, seed: int):
@@ -292,13 +380,14 @@ def train_subset(questions, n: int | None, seed: int):
 
 @keyed_by(GEMKR_FIELDS, also=DECODING_ONLY)
 def gemkr_model(cfg, clip, llm, tok, sp, inputs: dict, questions, targets: list[list[int]],
-                upstream: tuple, *, variant: str = "full", train_if_missing: bool = True,
-                force: bool = False, device: str = "cpu"):
+                upstream: tuple, *, variant: str = "full", aligned: dict | None = None,
+                train_if_missing: bool = True, force: bool = False, device: str = "cpu"):
     """(GeMKR, run info): instruction tuning of the trainable parts on (question, clue) pairs.
 
     `inputs` are the scene inputs (`scene_inputs`), `questions` the training questions
-    (with a ``text`` column) and `targets` their clue token ids; `upstream` the cache keys of
-    the vision tower, the LLM and the detections."""
+    (with ``text`` and ``question`` columns) and `targets` their clue token ids; `upstream` the
+    cache keys of the vision tower, the LLM, the detections and the alignment stage, whose
+    visual-token weights (`aligned`) tuning starts from."""
     # keyed by the data it really trains on (questions, their input texts and clue targets, so
     # the knowledge base the targets come from), not only by the settings listed in GEMKR_FIELDS
     data = artifacts.cache_key(questions["qid"].tolist(), questions["text"].tolist(), targets)
@@ -306,6 +395,8 @@ def gemkr_model(cfg, clip, llm, tok, sp, inputs: dict, questions, targets: list[
                    ("model.py", "vision.py", "examples.py", "train.py", "trained.py"), force,
                    device)
     model = assemble(cfg, clip, llm, tok, sp)
+    if aligned is not None:
+        model.visual_tokens.load_state_dict(aligned)
     if cache.valid:
         return model.eval(), {**_load(cache, model), "cache_key": cache.key}
     if not train_if_missing:
@@ -315,7 +406,9 @@ def gemkr_model(cfg, clip, llm, tok, sp, inputs: dict, questions, targets: list[
     out = train.fit(
         model, lambda m, b: m(b),
         lambda e: examples.batches(questions, inputs, targets, bs,
-                                   np.random.default_rng([cfg.seed, 4, 4, e])),
+                                   np.random.default_rng([cfg.seed, 4, 4, e]),
+                                   caption_dropout=cfg.caption_dropout if cfg.use_caption
+                                   and cfg.use_text else 0.0),
         epochs=cfg.epochs, steps_per_epoch=math.ceil(len(questions) / bs), lr=cfg.lr,
         min_lr=cfg.min_lr, warmup_steps=cfg.warmup_steps, weight_decay=cfg.weight_decay,
         grad_accum=cfg.grad_accum, ckpt_dir=_ckpt(cache), desc=f"GeMKR tuning ({variant})",
@@ -428,10 +521,39 @@ def pipeline(cfg, *, variant: str = "full", train_if_missing: bool = False,
                              cfg.train_questions, cfg.seed)
     targets, _ = examples.clue_targets(questions, indexes[cfg.kb_names[-1]],
                                        cfg.clue_max_tokens, cfg.min_clue_tokens)
+    aligned, ainfo, akey = alignment(cfg, bench, dets, inputs, llm, tok, sp, indexes,
+                                     (vkey, lkey, table_key(dets)),
+                                     train_if_missing=train_if_missing, device=device)
     model, ginfo = gemkr_model(cfg, clip, llm, tok, sp, inputs, questions, targets,
-                               (vkey, lkey, table_key(dets)), variant=variant,
-                               train_if_missing=train_if_missing, force=force, device=device)
-    info = {"vision": vinfo, "vision_key": vkey, "llm": linfo, "llm_key": lkey, "gemkr": ginfo}
+                               (vkey, lkey, table_key(dets), akey), variant=variant,
+                               aligned=aligned, train_if_missing=train_if_missing, force=force,
+                               device=device)
+    info = {"vision": vinfo, "vision_key": vkey, "llm": linfo, "llm_key": lkey,
+            "align": ainfo, "align_key": akey, "gemkr": ginfo}
     return Pipeline(cfg, bench, tok, sp, indexes, captions, dets, inputs, clip, clip_tok, model,
                     info)
 
+
+def alignment(cfg, bench, dets, inputs: dict, llm, tok, sp, indexes: dict, upstream: tuple, *,
+              train_if_missing: bool = True, force: bool = False, device: str = "cpu"):
+    """The alignment stage of `cfg` from the benchmark: its examples (detected objects of the
+    train scenes matched to the objects training questions ask about) and their clue targets
+    (the gold passages' clues, as in tuning); see `aligned_tokens`."""
+    if not aligns(cfg):
+        return None, {}, ""
+    def pids(q):
+        return dict(zip(q["target_obj"].astype(int), q["gold_pid"].astype(int), strict=True))
+
+    def clues(pid_list):
+        frame = pd.DataFrame({"qid": range(len(pid_list)), "gold_pid": pid_list})
+        return examples.clue_targets(frame, indexes[cfg.kb_names[-1]], cfg.clue_max_tokens,
+                                     cfg.min_clue_tokens)[0]
+
+    objects = examples.alignment_objects(bench, dets, inputs, pids(bench.split("train")))
+    every = pids(bench.questions)  # the held-out probe: test-scene objects among all objects
+    held_out = examples.alignment_objects(bench, dets, inputs, every, split="test")
+    held_out = held_out.sample(n=min(300, len(held_out)), random_state=0).sort_index()
+    pool = sorted(set(every.values()))
+    return aligned_tokens(cfg, llm, tok, sp, inputs, objects, clues(objects["pid"].tolist()),
+                          upstream, held_out, dict(zip(pool, clues(pool), strict=True)),
+                          train_if_missing=train_if_missing, force=force, device=device)

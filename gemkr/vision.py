@@ -248,21 +248,49 @@ def encode_crops(visual: nn.Module, crops: torch.Tensor, batch: int = 256) -> to
 
 
 class VisualTokens(nn.Module):
-    """GeMKR's 3 visual tokens: [CLS, prefix row 0, prefix row 1] -> LayerNorm (frozen, no affine:
-    the official ``ln_vision`` is a fresh LayerNorm nothing trains) -> Linear into the LLM."""
+    """The visual tokens spliced into the prompt at ``<ImageHere>``: LayerNorm (frozen, no affine:
+    the official ``ln_vision`` is a fresh LayerNorm nothing trains) -> Linear into the LLM.
+
+    ``layout="paper"``: [CLS, prefix row 0, prefix row 1] of the last prefixed block (rows
+    E + R: a learned row plus an object's raw CLS feature), as the paper's code.
+    ``layout="objects"`` (the kit's default): [CLS, one token per object slot] made from the
+    object's raw CLS feature R alone, so a slot's token means the same whatever slot it sits in
+    (an alignment stage trains it on one object at a time), plus, with ``geometry`` > 0, a
+    Linear of the object's box features (`examples.box_geometry`): where the object is."""
 
     def __init__(self, width: int, llm_hidden: int, n_objects: int = 2,
-                 out_std: float | None = None):
+                 out_std: float | None = None, layout: str = "paper", geometry: int = 0):
         super().__init__()
-        self.n_objects = n_objects
+        if layout not in ("paper", "objects"):
+            raise ValueError(f"visual_layout is 'paper' or 'objects', not {layout!r}")
+        self.n_objects, self.layout = n_objects, layout
         self.norm = nn.LayerNorm(width, elementwise_affine=False)
         self.proj = nn.Linear(width, llm_hidden)
+        self.geo = nn.Linear(geometry, llm_hidden) if geometry else None
         if out_std is not None:
             # start the visual tokens at the scale of the LLM's token embeddings (the default init
             # makes them ~4x larger than SmolLM2's, which drowns the prompt a reader attends to)
             nn.init.normal_(self.proj.weight, std=out_std / math.sqrt(width))
             nn.init.zeros_(self.proj.bias)
+            if self.geo is not None:
+                nn.init.normal_(self.geo.weight, std=out_std / math.sqrt(geometry))
+                nn.init.zeros_(self.geo.bias)
 
-    def forward(self, cls: torch.Tensor, prefix_last: torch.Tensor) -> torch.Tensor:
-        tokens = torch.cat([cls[:, None], prefix_last[:, : self.n_objects]], dim=1)
-        return self.proj(self.norm(tokens))  # (B, 1 + n_objects, llm_hidden)
+    def object_tokens(self, objects: torch.Tensor, geometry: torch.Tensor | None = None
+                      ) -> torch.Tensor:
+        """(B,K,width) raw object features [+ (B,K,G) box features] -> (B,K,llm_hidden)."""
+        out = self.proj(self.norm(objects))
+        if self.geo is not None and geometry is not None:
+            out = out + self.geo(geometry.to(out.dtype))
+        return out
+
+    def forward(self, cls: torch.Tensor, prefix_last: torch.Tensor,
+                objects: torch.Tensor | None = None, geometry: torch.Tensor | None = None
+                ) -> torch.Tensor:
+        n = self.n_objects
+        if self.layout == "paper":
+            rows = self.proj(self.norm(prefix_last[:, :n]))
+        else:
+            rows = self.object_tokens(objects[:, :n],
+                                      None if geometry is None else geometry[:, :n])
+        return torch.cat([self.proj(self.norm(cls))[:, None], rows], dim=1)  # (B, 1+n, hidden)

@@ -343,7 +343,24 @@ def main(argv: list[str]) -> int:
     drop_outputs(profile)
     write_manifest(profile, rows, run, keys)
     print_table(rows)
+    report_goals(profile)
     return 0
+
+
+def report_goals(profile: str) -> None:
+    """Write ``results/<profile>/goals.csv`` and print which goals are met. Goals are reported,
+    never a failure of the run: a sound run may miss a research target (gemkr/goals.py)."""
+    from gemkr import goals
+
+    if profile == "smoke":  # the goals are the CPU reference run's; smoke's tiny models have none
+        return
+    table = goals.evaluate(profile)
+    goals.save(profile)
+    if table.empty:
+        return
+    print(f"\ngoals ({int(table.met.sum())} of {len(table)} met; results/{profile}/goals.csv):")
+    for row in table.itertuples():
+        print(f"  {'met   ' if row.met else 'missed'}  {row.goal}  ({row.value:.3f})")
 
 
 def print_table(rows: dict[str, dict]) -> None:

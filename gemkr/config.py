@@ -362,6 +362,11 @@ def get_config(profile: str, seed: int = 0, **overrides: Any) -> Config:
         if current is not None and value is not None and not _same_kind(current, value):
             raise ConfigError(f"setting {key!r} expects {type(current).__name__}, got {value!r}")
     cfg = dataclasses.replace(PROFILES[profile], seed=int(seed), **overrides)
+    if cfg.visual_layout == "objects" and cfg.visual_objects > min(cfg.max_objects,
+                                                                   cfg.prefix_len):
+        raise ConfigError(f"visual_objects={cfg.visual_objects} object tokens need as many object "
+                          f"slots: max_objects={cfg.max_objects}, prefix_len={cfg.prefix_len}; "
+                          "lower visual_objects or raise both")
     if profile == "paper":
         from . import paper_files
 

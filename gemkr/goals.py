@@ -111,6 +111,11 @@ def _question_picks(root):
     return float(diff.min()), None, None, bool((diff >= 0).all())
 
 
+def _asks_about(root):
+    df = pd.read_csv(root / "09_asks_about.csv")
+    return float(df["names_it"].mean()), None, None, bool(df["names_it"].all())
+
+
 def _map50(root):
     df = pd.read_csv(root / "02_map.csv")
     v = float(df[df.category == "all"]["map50"].iloc[0])
@@ -154,6 +159,9 @@ GOALS = (
     Goal("the question picks the object: R@1 >= CLIP-crops per kind", "05_by_ref_kind.csv",
          "smallest R@1 difference over kinds of reference with >= 30 test questions",
          _question_picks),
+    Goal("09: the first passage is the object the question asks about",
+         "09_asks_about.csv", "share of 09's three questions that point at one object; all",
+         _asks_about),
     Goal("YOLO test mAP50 >= 0.8", "02_map.csv", "all classes", _map50),
     Goal("reading probe >= 0.6 entering tuning", "04_reading_probe.csv",
          "object_named of the LLM entering GeMKR tuning", _probe),

@@ -1,0 +1,254 @@
+"""The visual pathway of issue 24 on tiny inputs: box features against a brute-force reference,
+object tokens that follow their object (and change when its feature does), caption dropout, the
+alignment examples (IoU matching, unseen objects left out) and the alignment stage itself (only
+the projection learns; the naming probe goes from chance to every object named)."""
+
+import types
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import gemkr
+import gemkr.model
+from gemkr import examples, train, trained
+from gemkr.examples import GEOMETRY, box_geometry
+from gemkr.model import GeMKR, build_llm
+from gemkr.probe import object_naming
+from gemkr.tokenizer import load_tokenizer, specials
+from gemkr.vision import PrefixViT, VisualTokens, create_clip
+
+
+def brute_geometry(boxes, w, h):
+    """Loop-by-loop reference of `box_geometry`."""
+    out = []
+    for i, (x0, y0, x1, y1) in enumerate(boxes):
+        cx, cy = (x0 + x1) / 2 / w, (y0 + y1) / 2 / h
+        bw, bh = (x1 - x0) / w, (y1 - y0) / h
+        others = [b for j, b in enumerate(boxes) if j != i]
+        def c(b, k):
+            return (b[k] + b[k + 2]) / 2
+        def a(b):
+            return (b[2] - b[0]) * (b[3] - b[1])
+        flags = [all(c(boxes[i], 0) <= c(o, 0) for o in others),
+                 all(c(boxes[i], 0) >= c(o, 0) for o in others),
+                 all(c(boxes[i], 1) <= c(o, 1) for o in others),
+                 all(c(boxes[i], 1) >= c(o, 1) for o in others),
+                 all(a(boxes[i]) >= a(o) for o in others),
+                 all(a(boxes[i]) <= a(o) for o in others)]
+        out.append([cx, cy, bw, bh, bw * bh, *map(float, flags)])
+    return np.asarray(out).reshape(-1, len(GEOMETRY))
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_box_geometry_matches_brute_force(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 6))
+    w, h = int(rng.integers(50, 300)), int(rng.integers(50, 300))
+    x0, y0 = rng.integers(0, w // 2, n), rng.integers(0, h // 2, n)
+    boxes = np.stack([x0, y0, x0 + rng.integers(1, w // 2, n), y0 + rng.integers(1, h // 2, n)],
+                     1).astype(float)
+    if seed % 5 == 0 and n > 1:
+        boxes[1] = boxes[0]  # ties: both objects carry the flag
+    np.testing.assert_allclose(box_geometry(boxes, (w, h)), brute_geometry(boxes.tolist(), w, h))
+
+
+def test_box_geometry_names_the_left_and_the_biggest():
+    g = pd.DataFrame(box_geometry([[0, 0, 10, 10], [50, 0, 90, 40]], (100, 100)), columns=GEOMETRY)
+    assert g.leftmost.tolist() == [1.0, 0.0] and g.rightmost.tolist() == [0.0, 1.0]
+    assert g.biggest.tolist() == [0.0, 1.0] and g.smallest.tolist() == [1.0, 0.0]
+    assert box_geometry(np.zeros((0, 4)), (10, 10)).shape == (0, len(GEOMETRY))
+
+
+def test_object_tokens_follow_their_object():
+    torch.manual_seed(0)
+    vt = VisualTokens(8, 6, n_objects=3, out_std=0.1, layout="objects", geometry=len(GEOMETRY))
+    cls, prefix = torch.randn(2, 8), torch.randn(2, 10, 8)
+    objects, geo = torch.randn(2, 10, 8), torch.rand(2, 10, len(GEOMETRY))
+    out = vt(cls, prefix, objects, geo)
+    assert out.shape == (2, 4, 6)
+    swap = [1, 0, *range(2, 10)]
+    swapped = vt(cls, prefix, objects[:, swap], geo[:, swap])
+    torch.testing.assert_close(swapped[:, 1], out[:, 2])
+    torch.testing.assert_close(swapped[:, 2], out[:, 1])
+    # the prefix rows do not enter the object layout; a zeroed object feature changes its token
+    torch.testing.assert_close(vt(cls, prefix * 3, objects, geo), out)
+    zeroed = objects.clone()
+    zeroed[:, 0] = 0
+    assert not torch.allclose(vt(cls, prefix, zeroed, geo)[:, 1], out[:, 1])
+    # its box too
+    moved = geo.clone()
+    moved[:, 0] = 1 - moved[:, 0]
+    assert not torch.allclose(vt(cls, prefix, objects, moved)[:, 1], out[:, 1])
+
+
+def test_paper_layout_is_cls_and_two_prefix_rows():
+    torch.manual_seed(0)
+    vt = VisualTokens(8, 6, n_objects=2, layout="paper")
+    cls, prefix = torch.randn(2, 8), torch.randn(2, 10, 8)
+    want = vt.proj(vt.norm(torch.cat([cls[:, None], prefix[:, :2]], 1)))
+    torch.testing.assert_close(vt(cls, prefix, torch.randn(2, 10, 8)), want)
+    with pytest.raises(ValueError, match="visual_layout"):
+        VisualTokens(8, 6, layout="grid")
+
+
+def frame(n):
+    return pd.DataFrame({"qid": range(n), "scene_id": [0] * n, "text": [f"q{i} cap" for i in
+                                                                          range(n)],
+                         "question": [f"q{i}" for i in range(n)]})
+
+
+@pytest.mark.parametrize(("p", "low", "high"), [(0.0, 0, 0), (1.0, 200, 200), (0.5, 70, 130)])
+def test_caption_dropout_share(p, low, high):
+    q = frame(200)
+    inputs = {"row": {0: 0}, "images": torch.zeros(1, 3, 4, 4), "objects": torch.zeros(1, 2, 4),
+              "mask": torch.zeros(1, 2, dtype=torch.bool), "geometry": torch.zeros(1, 2, 11)}
+    texts = [t for b in examples.batches(q, inputs, [[1]] * 200, 16, np.random.default_rng(3),
+                                         caption_dropout=p) for t in b.texts]
+    dropped = sum(not t.endswith(" cap") for t in texts)
+    assert low <= dropped <= high and sorted(texts) == sorted(
+        t.removesuffix(" cap") if not t.endswith(" cap") else t for t in texts)
+    again = [t for b in examples.batches(q, inputs, [[1]] * 200, 16, np.random.default_rng(3),
+                                         caption_dropout=p) for t in b.texts]
+    assert again == texts, "seeded: the same examples drop their caption"
+
+
+def test_alignment_objects_match_true_boxes_and_skip_unasked_objects():
+    scenes = pd.DataFrame({"scene_id": [0, 1, 2], "split": ["train", "train", "test"],
+                           "objs": [[5, 6], [7], [5]],
+                           "boxes": [[[0, 0, 10, 10], [20, 20, 40, 40]], [[0, 0, 30, 30]],
+                                     [[0, 0, 10, 10]]]})
+    dets = pd.DataFrame({"scene_id": [0, 0, 0, 1], "rank": [0, 1, 2, 0],
+                         "x0": [21, 0, 60, 0], "y0": [20, 1, 60, 0], "x1": [40, 10, 70, 30],
+                         "y1": [41, 10, 70, 30]})
+    inputs = {"row": {0: 0, 1: 1, 2: 2}, "mask": torch.zeros(3, 4, dtype=torch.bool)}
+    bench = types.SimpleNamespace(scenes=scenes)
+    got = examples.alignment_objects(bench, dets, inputs, {5: 105, 6: 106})
+    # slot 0 is object 6 (the second true box), slot 1 object 5; slot 2 matches nothing;
+    # scene 1's object 7 is asked about by no training question; scene 2 is a test scene
+    assert got[["scene_id", "slot", "obj", "pid"]].values.tolist() == [[0, 0, 6, 106],
+                                                                       [0, 1, 5, 105]]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    torch.manual_seed(0)
+    cfg = gemkr.get_config("smoke", llm_hidden=32, llm_layers=2, llm_heads=4)
+    tok = load_tokenizer("smollm2")
+    sp = specials(tok)
+    return cfg, tok, sp, build_llm(cfg, sp)
+
+
+def naming_setup(tiny, n=6):
+    cfg, tok, sp, llm = tiny
+    for p in llm.parameters():
+        p.requires_grad_(False)
+    torch.manual_seed(1)
+    inputs = {"objects": torch.randn(n, 2, 16) * 3, "geometry": torch.rand(n, 2, len(GEOMETRY)),
+              "mask": torch.ones(n, 2, dtype=torch.bool), "images": torch.zeros(n, 3, 8, 8)}
+    objects = pd.DataFrame({"row": range(n), "slot": [i % 2 for i in range(n)],
+                            "pid": range(100, 100 + n), "obj": range(n)})
+    names = ["owl", "harp", "bus", "ant", "apple", "kite", "banana tree", "tuba"][:n]
+    target_of = {100 + i: tok(" " + w, add_special_tokens=False)["input_ids"]
+                 for i, w in enumerate(names)}
+    model = GeMKR(None, trained.visual_tokens(cfg, 16, llm, 1), llm, tok, sp, use_text=False)
+    return model, inputs, objects, target_of
+
+
+def test_object_naming_matches_brute_force(tiny):
+    """The batched probe against one forward per (object, candidate): the mean token loss of the
+    candidate's clue + EOS after the object's token alone, the object named when its own clue
+    has the lowest."""
+    model, inputs, objects, target_of = naming_setup(tiny, n=8)
+    model.eval()
+    with torch.no_grad():
+        for p in model.visual_tokens.parameters():  # a projection that says something
+            p.normal_(0, 0.5)
+    share, chance = object_naming(model, inputs, objects, target_of, n_distractors=7, batch=5)
+    hits = []
+    with torch.no_grad():
+        for o in objects.itertuples():
+            one = gemkr.model.Batch(None, inputs["objects"][o.row, o.slot][None], None, [""], None,
+                                    inputs["geometry"][o.row, o.slot][None])
+            loss = {pid: float(model.align_loss(gemkr.model.Batch(
+                one.images, one.objects, None, [""], [t], one.geometry)))
+                for pid, t in target_of.items()}
+            hits.append(min(loss, key=loss.get) == o.pid)
+    assert chance == pytest.approx(1 / 8)
+    assert share == pytest.approx(np.mean(hits))
+
+
+def test_alignment_stage_trains_the_projection_only(tiny):
+    model, inputs, objects, target_of = naming_setup(tiny)
+    llm = model.llm
+    frozen = {k: v.clone() for k, v in llm.state_dict().items()}
+    start = {k: v.clone() for k, v in model.visual_tokens.state_dict().items()}
+    targets = [target_of[p] for p in objects.pid]
+    out = train.fit(model, lambda m, b: m.align_loss(b),
+                    lambda e: examples.alignment_batches(objects, inputs, targets, 3,
+                                                         np.random.default_rng(e)),
+                    epochs=15, steps_per_epoch=2, lr=3e-2, min_lr=1e-3, warmup_steps=2,
+                    weight_decay=0.0)
+    h = out["history"]
+    assert np.mean(h[-6:]) < np.mean(h[:6]), "the alignment loss falls"
+    assert all(torch.equal(v, frozen[k]) for k, v in llm.state_dict().items()), "LLM frozen"
+    assert set(train.trainable_state(model)) == {
+        "visual_tokens.proj.weight", "visual_tokens.proj.bias", "visual_tokens.geo.weight",
+        "visual_tokens.geo.bias"}
+    moved = {k: not torch.equal(v, start[k]) for k, v in model.visual_tokens.state_dict().items()}
+    assert moved["proj.weight"] and moved["geo.weight"], moved
+
+
+def test_aligns_only_object_tokens_made_of_features():
+    cfg = gemkr.get_config("smoke")
+    assert trained.aligns(cfg)
+    for off in ({"align_epochs": 0}, {"use_image": False}, {"object_features": False},
+                {"visual_layout": "paper"}):
+        assert not trained.aligns(gemkr.get_config("smoke", **off)), off
+
+
+def test_visual_uses_each_objects_feature_and_box(tmp_path):
+    """GeMKR.visual in the objects layout: a zeroed object feature, an object left out by the
+    config or a moved box each change the tokens the LLM reads."""
+    torch.manual_seed(0)
+    cfg = gemkr.get_config("smoke", vit_image_size=32, vit_patch=8, vit_width=32, vit_heads=4,
+                           vit_layers=2, llm_hidden=32, llm_layers=2, llm_heads=4)
+    tok = load_tokenizer("smollm2")
+    sp = specials(tok)
+    clip, _ = create_clip(cfg, tmp_path)
+    llm = build_llm(cfg, sp)
+
+    def model(**kw):
+        c = gemkr.get_config("smoke", vit_image_size=32, vit_patch=8, vit_width=32, vit_heads=4,
+                             vit_layers=2, llm_hidden=32, llm_layers=2, llm_heads=4, **kw)
+        enc = PrefixViT(clip.visual, prefix_len=c.prefix_len, object_features=c.object_features)
+        torch.manual_seed(0)
+        return GeMKR(enc, trained.visual_tokens(c, 32, llm, c.visual_objects), llm, tok, sp)
+
+    from gemkr.model import Batch
+    g = torch.Generator().manual_seed(2)
+    slots = cfg.max_objects  # the pipeline's batches hold max_objects slots
+    batch = Batch(images=torch.randn(1, 3, 32, 32, generator=g),
+                  objects=torch.randn(1, slots, 32, generator=g),
+                  mask=torch.tensor([[True, True] + [False] * (slots - 2)]), texts=["q"],
+                  geometry=torch.rand(1, slots, len(GEOMETRY), generator=g))
+    m = model()
+    base = m.visual(batch)
+    assert base.shape == (1, 1 + cfg.visual_objects, 32)
+    zeroed = Batch(batch.images, batch.objects.clone(), batch.mask, batch.texts,
+                   geometry=batch.geometry)
+    zeroed.objects[0, 1] = 0
+    assert not torch.allclose(m.visual(zeroed)[0, 2], base[0, 2])
+    torch.testing.assert_close(m.visual(zeroed)[0, 1], base[0, 1])  # object 0 untouched
+    moved = Batch(batch.images, batch.objects, batch.mask, batch.texts,
+                  geometry=batch.geometry.flip(-1))
+    assert not torch.allclose(m.visual(moved)[0, 1], base[0, 1])
+    blind = model(object_features=False).visual(batch)
+    assert not torch.allclose(blind[0, 1], base[0, 1])
+
+
+def test_more_object_tokens_than_slots_is_a_config_error():
+    with pytest.raises(gemkr.config.ConfigError, match="visual_objects=12"):
+        gemkr.get_config("smoke", visual_objects=12)
+    assert gemkr.get_config("smoke", visual_objects=12, visual_layout="paper").visual_objects == 12

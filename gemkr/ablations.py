@@ -71,6 +71,15 @@ VARIANTS = (
 )
 
 
+def selected(cfg) -> tuple[Variant, ...]:
+    """The variants `cfg` runs (``ablation_variants``; None = all), in `VARIANTS` order, the full
+    model first; an unknown name is a KeyError naming the choices."""
+    if cfg.ablation_variants is None:
+        return VARIANTS
+    wanted = {variant(n).name for n in cfg.ablation_variants} | {VARIANTS[0].name}
+    return tuple(v for v in VARIANTS if v.name in wanted)
+
+
 def variant_config(cfg, variant: Variant):
     """The config a variant trains with: the common ablation schedule plus its switches."""
     return dataclasses.replace(cfg, epochs=cfg.ablation_epochs,
@@ -181,6 +190,7 @@ def variant_problems(runs: dict, cfg) -> list[str]:
     Variants that are no-ops in this profile (`no_op`) are exempt."""
     skip = {v.name for v in VARIANTS if no_op(cfg, v)}
     prints = {name: run.fingerprint for name, run in runs.items() if name not in skip}
+    # (variants left out by ``ablation_variants`` have no run: nothing to check)
     full = prints[VARIANTS[0].name]
     problems = []
     for v in VARIANTS[1:]:
@@ -267,9 +277,12 @@ def llm_scale(cfg, scores: pd.DataFrame, kb_name: str) -> pd.DataFrame:
         name += f", first {cfg.llm_blocks} + last {cfg.llm_last_blocks} blocks, healed"
     rows = [{"llm": f"{name} ({cfg.profile})", "schedule": "ablation", "kb": kb_name,
              **gold.loc["full model", ["R@1", "R@5"]].to_dict()},
-            {"llm": "in-kit LLaMA, 4 blocks x 256, from scratch", "schedule": "ablation",
-             "kb": kb_name, **gold.loc["in-kit LLaMA instead of SmolLM2", ["R@1", "R@5"]]
-             .to_dict()}]
+            {"llm": "in-kit LLaMA, 4 blocks x 256, from scratch",
+             **({"schedule": "ablation", "kb": kb_name,
+                 **gold.loc["in-kit LLaMA instead of SmolLM2", ["R@1", "R@5"]].to_dict()}
+                if "in-kit LLaMA instead of SmolLM2" in gold.index else
+                {"schedule": "not run (ablation_variants)", "kb": kb_name, "R@1": None,
+                 "R@5": None})}]
     path = results_dir("small") / "05_main_results.csv"
     small = None
     if path.exists():

@@ -84,3 +84,14 @@ def test_variant_problems_catch_variants_that_change_nothing():
     noop = dict(good, **{"oracle boxes": run()})
     assert ablations.variant_problems(noop, smoke) == []
     assert ablations.variant_problems(noop, cfg) != []
+
+
+def test_selected_variants_follow_the_config():
+    from gemkr import ablations
+    from gemkr.config import get_config
+
+    assert ablations.selected(get_config("smoke")) == ablations.VARIANTS
+    picked = ablations.selected(get_config("smoke", ablation_variants=("image only", "plain beams")))
+    assert [v.name for v in picked] == ["full model", "image only", "plain beams"]
+    with pytest.raises(KeyError, match="no ablation variant"):
+        ablations.selected(get_config("smoke", ablation_variants=("w/o everything",)))

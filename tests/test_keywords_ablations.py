@@ -91,7 +91,8 @@ def test_selected_variants_follow_the_config():
     from gemkr.config import get_config
 
     assert ablations.selected(get_config("smoke")) == ablations.VARIANTS
-    picked = ablations.selected(get_config("smoke", ablation_variants=("image only", "plain beams")))
+    cfg = get_config("smoke", ablation_variants=("image only", "plain beams"))
+    picked = ablations.selected(cfg)
     assert [v.name for v in picked] == ["full model", "image only", "plain beams"]
     with pytest.raises(KeyError, match="no ablation variant"):
         ablations.selected(get_config("smoke", ablation_variants=("w/o everything",)))

@@ -279,8 +279,8 @@ _DEFAULT = dataclasses.replace(
     ablation_train_questions=1200,  # ~25 s per variant: 06 within the 60-minute run
     ablation_eval_queries=300,
     # every variant but the three that need an alignment stage of their own (other boxes, no box
-    # features, another LLM: ~17 min each on a 2-core CPU) and the redundant "both removed" row;
-    # `smoke` runs them all, `small` / `paper` (GPU) too
+    # features, another LLM: ~10 min each on a 2-core CPU, plus its probes) and the redundant
+    # "both removed" row; `smoke` runs them all, `small` / `paper` (GPU) too
     ablation_variants=("full model", "paper's visual tokens", "w/o alignment stage",
                        "w/o caption dropout", "w/o object features", "w/o dual-flow attention",
                        "w/o LoRA", "caption instead of image", "image only", "question only",

@@ -203,9 +203,13 @@ def object_naming(model, inputs: dict, objects: pd.DataFrame, target_of: dict[in
                   targets=[target_of[c] for _, c in part])
         embeds, mask, labels = model.inputs(b, visual=visual)
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
-        logits = model.llm(inputs_embeds=embeds, attention_mask=mask, position_ids=pos).logits
+        # left padding puts every target at the end: as `GeMKR.forward`, run the output layer
+        # (49K rows) only on the last longest-target + 1 positions, not on the whole prompt
+        keep = int((labels != IGNORE).sum(1).max()) + 1
+        logits = model.llm(inputs_embeds=embeds, attention_mask=mask, position_ids=pos,
+                           logits_to_keep=keep).logits
         logp = torch.log_softmax(logits[:, :-1].float(), -1)
-        lab = labels[:, 1:]
+        lab = labels[:, -(keep - 1):]
         real = lab != IGNORE
         tok = logp.gather(-1, lab.clamp(min=0)[..., None]).squeeze(-1) * real
         scores[s:s + len(part)] = (tok.sum(1) / real.sum(1)).cpu().numpy()

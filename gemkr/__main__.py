@@ -5,7 +5,9 @@
                              [--method gemkr|bm25|minilm|clip-crops] [-k 10] [--json]
 
 Bad input (a missing or unreadable image, an empty question, a knowledge base file that cannot be
-used, an unknown profile, models not trained yet) exits with status 2 and one line on stderr.
+used, an unknown profile, method, k or knowledge base name, models not trained yet, a corrupt
+weights file) exits with status 2 and one line on stderr. The arguments, the image and the
+knowledge base file are checked before any model loads.
 """
 
 from __future__ import annotations
@@ -82,17 +84,34 @@ def _index(args) -> int:
     return 0
 
 
+def _check_retrieve(args) -> None:
+    """Every argument of `retrieve`, before a model loads (that takes seconds)."""
+    from .config import get_config
+    from .kb import SUFFIXES, load_passages
+    from .retriever import METHODS
+
+    cfg = get_config(args.profile)
+    if args.method not in METHODS:
+        raise UsageError(f"unknown --method {args.method!r}; choose one of {', '.join(METHODS)}")
+    if args.k < 1:
+        raise UsageError(f"-k must be at least 1, got {args.k}")
+    if not args.question.strip():
+        raise UsageError("the question is empty")
+    kb = Path(args.kb)
+    if kb.suffix.lower() in SUFFIXES or kb.exists():
+        load_passages(kb)  # a bad file is named here, with its line
+    elif args.kb not in cfg.kb_names:
+        raise UsageError(f"unknown --kb {args.kb!r}: use one of {', '.join(cfg.kb_names)} "
+                         "(built into the profile) or a .jsonl/.csv/.tsv file")
+
+
 def _retrieve(args) -> int:
     import pandas as pd
 
-    from .kb import SUFFIXES, load_passages
     from .retriever import Retriever, load_image
 
     image = load_image(args.image)  # bad input fails before the models load
-    if not args.question.strip():
-        raise UsageError("the question is empty")
-    if Path(args.kb).suffix.lower() in SUFFIXES or Path(args.kb).exists():
-        load_passages(args.kb)
+    _check_retrieve(args)
     table = Retriever.load(profile=args.profile).retrieve(
         image, args.question, kb=args.kb, k=args.k, method=args.method)
     if args.json:
@@ -103,18 +122,33 @@ def _retrieve(args) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def _named_errors() -> tuple[type[BaseException], ...]:
+    """The errors that mean bad input or files, not a bug: one line and exit 2."""
     from .config import ConfigError
+    from .detect import DetectorFileError
+    from .eva import VisionWeightsError
     from .kb import KBFileError
+    from .model import LLMFileError, TokenizerMismatchError
     from .retriever import InputError
     from .trained import NotTrainedError
+
+    return (UsageError, ConfigError, KBFileError, InputError, NotTrainedError,
+            DetectorFileError, TokenizerMismatchError, LLMFileError, VisionWeightsError)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from safetensors import SafetensorError
 
     try:
         args = _parser().parse_args(argv)
         _quiet()
         return _index(args) if args.command == "index" else _retrieve(args)
-    except (UsageError, ConfigError, KBFileError, InputError, NotTrainedError) as err:
+    except _named_errors() as err:
         print(f"gemkr: {err}", file=sys.stderr)
+        return 2
+    except SafetensorError as err:  # a truncated or corrupt weights file in artifacts/
+        print(f"gemkr: a weights file under artifacts/ is corrupt ({err}); delete it and run "
+              "./run_all.sh again to retrain that stage", file=sys.stderr)
         return 2
 
 

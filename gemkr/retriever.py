@@ -30,30 +30,84 @@ class InputError(ValueError):
     """A query the retriever cannot take (image, question, knowledge base, method)."""
 
 
+MAX_PIXELS = 50_000_000  # a larger picture is refused by name (a decompression bomb otherwise)
+
+
+def _rgb(im):
+    """An RGB PIL image of any PIL mode: transparency composited on white (not dropped), 16- and
+    32-bit grayscale scaled to 8 bits (``convert("RGB")`` clips them to white), palettes
+    expanded."""
+    from PIL import Image
+
+    if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        a = np.asarray(im, dtype=np.float64)
+        top = 1.0 if im.mode == "F" and a.max(initial=0) <= 1.0 else \
+            255.0 if a.max(initial=0) <= 255 else 65535.0
+        return Image.fromarray(np.clip(a / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L"
+                               ).convert("RGB")
+    if im.mode == "P" or (im.mode in ("LA", "La", "PA") or "transparency" in im.info):
+        im = im.convert("RGBA")
+    if im.mode in ("RGBA", "RGBa"):
+        white = Image.new("RGBA", im.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, im.convert("RGBA")).convert("RGB")
+    return im.convert("RGB")
+
+
+def _array_image(a: np.ndarray):
+    from PIL import Image
+
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[:, :, 0]
+    if not (a.ndim == 2 or (a.ndim == 3 and a.shape[2] in (3, 4))):
+        raise InputError(f"an image array must be HxW (gray), HxWx3 (RGB) or HxWx4 (RGBA), got "
+                         f"shape {a.shape}")
+    if a.dtype == np.uint16:
+        a = (a.astype(np.float64) / 257.0 + 0.5).astype(np.uint8)
+    elif a.dtype != np.uint8:
+        raise InputError(f"an image array must be uint8 or uint16, got dtype {a.dtype} (scale it "
+                         "to 0-255 and cast to uint8)")
+    mode = "L" if a.ndim == 2 else {3: "RGB", 4: "RGBA"}[a.shape[2]]
+    return _rgb(Image.fromarray(np.ascontiguousarray(a), mode))
+
+
+def _check_size(width: int, height: int, what: str) -> None:
+    if width * height > MAX_PIXELS:
+        raise InputError(f"{what} is {width}x{height} pixels, over the limit of {MAX_PIXELS:,}; "
+                         "resize it (the detector sees it at a few hundred pixels anyway)")
+
+
 def load_image(image):
-    """An RGB PIL image from a path, a PIL image or an HxWx3 uint8 array."""
+    """An RGB PIL image from a path, a PIL image or an array (HxW gray, HxWx3 RGB or HxWx4 RGBA;
+    uint8 or uint16). Transparency is composited on white; 16-bit pictures are scaled, not
+    clipped; a picture over `MAX_PIXELS` or a file PIL cannot read is an `InputError`."""
     from PIL import Image, UnidentifiedImageError
 
     if isinstance(image, Image.Image):
-        return image.convert("RGB")
+        _check_size(*image.size, "the image")
+        return _rgb(image)
     if isinstance(image, np.ndarray):
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise InputError(f"an image array must be HxWx3 uint8, got shape {image.shape} "
-                             f"dtype {image.dtype}")
-        return Image.fromarray(image, "RGB")
+        if image.ndim >= 2:
+            _check_size(image.shape[1], image.shape[0], "the image array")
+        return _array_image(image)
     if isinstance(image, str | Path):
         path = Path(image)
+        if path.is_dir():
+            raise InputError(f"{path} is a folder: give an image file")
         if not path.is_file():
             raise InputError(f"image file {path} not found")
         try:
-            with Image.open(path) as im:
+            with Image.open(path) as im:  # reads the header only: the size is known unloaded
+                _check_size(*im.size, f"image {path}")
                 im.load()
-                return im.convert("RGB")
+                return _rgb(im)
+        except Image.DecompressionBombError as err:  # not an OSError: caught by name
+            raise InputError(f"image {path} is too large to decode safely ({err}); resize it"
+                             ) from err
         except UnidentifiedImageError as err:
             raise InputError(f"{path} is not an image file PIL can read") from err
         except OSError as err:
-            raise InputError(f"cannot read image {path}: {err}") from err
-    raise InputError(f"image must be a path, a PIL image or an HxWx3 uint8 array, not "
+            raise InputError(f"cannot read image {path}: {err.strerror or err}") from err
+    raise InputError(f"image must be a path, a PIL image or an image array, not "
                      f"{type(image).__name__}")
 
 

@@ -52,10 +52,22 @@ def test_index_builds_then_reuses(files, capsys):
     (["retrieve", "--image", "{img}", "--question", "q?", "--profile", "small"],
      "run ./run_all.sh --profile small"),
     (["retrieve", "--question", "q?"], "required: --image"),
+    # checked before any model loads: the repo here has no trained models at all
+    (["retrieve", "--image", "{img}", "--question", "q?", "--method", "dense"],
+     "unknown --method 'dense'"),
+    (["retrieve", "--image", "{img}", "--question", "q?", "-k", "0"], "-k must be at least 1"),
+    (["retrieve", "--image", "{img}", "--question", "q?", "--kb", "KB-XL"], "unknown --kb 'KB-XL'"),
+    (["retrieve", "--image", "{img}", "--question", "q?", "--kb", "{tmp}/bad.csv"],
+     "bad.csv line 2: 3 fields"),
+    (["retrieve", "--image", "{tmp}", "--question", "q?"], "is a folder"),
+    (["index", "{tmp}"], "is a folder"),
+    (["retrieve", "--image", "{tmp}/huge.png", "--question", "q?"], "over the limit"),
     (["search"], "invalid choice"),
 ])
 def test_bad_input_is_one_line_and_exit_2(files, capsys, argv, message):
     (files["tmp"] / "empty.jsonl").write_text("")
+    (files["tmp"] / "bad.csv").write_text("id,text\n1,x,y\n")
+    Image.new("L", (8000, 7000)).save(files["tmp"] / "huge.png")  # 56 M pixels
     argv = [a.format(tmp=files["tmp"], kb=files["kb"], text=files["text"], img=files["img"])
             for a in argv]
     code, out, err = _run(capsys, *argv)
@@ -71,3 +83,27 @@ def test_module_entry_point_exit_status(files):
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.strip().splitlines() == [
         f"gemkr: {files['text']} is not an image file PIL can read"]
+
+
+@pytest.mark.parametrize("error", ["detector", "tokenizer", "safetensors"])
+def test_file_errors_from_loading_are_one_line(files, capsys, monkeypatch, error):
+    """A wrong detector file, a tokenizer that is not the LLM's or a corrupt weights file met
+    while the models load is named in one line, exit 2 (no traceback)."""
+    from safetensors import SafetensorError
+
+    from gemkr import retriever
+    from gemkr.detect import DetectorFileError
+    from gemkr.model import TokenizerMismatchError
+
+    raised = {"detector": DetectorFileError("yolo.pt is a classification model"),
+              "tokenizer": TokenizerMismatchError("tokenizer ids are not the LLM's"),
+              "safetensors": SafetensorError("Error while deserializing header")}[error]
+
+    def load(*args, **kwargs):
+        raise raised
+
+    monkeypatch.setattr(retriever.Retriever, "load", classmethod(load))
+    code, out, err = _run(capsys, "retrieve", "--image", files["img"], "--question", "q?",
+                          "--kb", files["kb"], "--profile", "smoke")
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1, err
+    assert str(raised) in err

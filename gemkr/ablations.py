@@ -47,7 +47,9 @@ VARIANTS = (
             train={"object_features": False, "use_lora": False}),
     Variant("caption instead of image", "input", "no visual tokens; question + caption",
             train={"use_image": False}),
-    Variant("image only", "input", "visual tokens; no question, no caption",
+    Variant("image only", "input", "question + visual tokens; no caption (the caption's names "
+            "must come from the image)", train={"use_caption": False}),
+    Variant("visual tokens alone", "input", "visual tokens; no question, no caption",
             train={"use_text": False}),
     Variant("question only", "input", "no visual tokens, no caption",
             train={"use_image": False, "use_caption": False}),

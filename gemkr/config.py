@@ -161,7 +161,9 @@ class Config:
     llm_pretrain_lr: float = _f(3e-3, "peak learning rate of knowledge pretraining", "04")
     use_lora: bool = _f(True, "LoRA on q_proj/v_proj; False: the LLM stays frozen (ablation)", "04")
     use_image: bool = _f(True, "visual tokens in the prompt; False: caption only (ablation)", "04")
-    use_text: bool = _f(True, "question text in the prompt; False: image only (ablation)", "04")
+    use_text: bool = _f(
+        True, "question and caption in the prompt; False: visual tokens alone (ablation)", "04"
+    )
     use_caption: bool = _f(
         True, "append the detector's caption to the question (paper-notes §7)", "04"
     )
@@ -283,7 +285,8 @@ _DEFAULT = dataclasses.replace(
     # "both removed" row; `smoke` runs them all, `small` / `paper` (GPU) too
     ablation_variants=("full model", "paper's visual tokens", "w/o alignment stage",
                        "w/o caption dropout", "w/o object features", "w/o dual-flow attention",
-                       "w/o LoRA", "caption instead of image", "image only", "question only",
+                       "w/o LoRA", "caption instead of image", "image only", "visual tokens alone",
+                       "question only",
                        "unconstrained decoding", "official clue rules", "clue cap 4 tokens",
                        "plain beams"),
 )

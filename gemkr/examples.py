@@ -213,7 +213,7 @@ def alignment_batches(examples: pd.DataFrame, inputs: dict, targets: list[list[i
     for s in range(0, len(order), batch_size):
         take = torch.as_tensor(order[s:s + batch_size], dtype=torch.long)
         r, k = rows[take], slots[take]
-        yield Batch(images=inputs["images"][r], objects=inputs["objects"][r, k],
+        yield Batch(images=None, objects=inputs["objects"][r, k],  # the scene image is not read
                     mask=inputs["mask"][r, k], texts=[""] * len(take),
                     targets=[targets[int(i)] for i in take],
                     geometry=None if geometry is None else geometry[r, k])

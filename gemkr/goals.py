@@ -150,7 +150,7 @@ GOALS = (
     Goal("answer relevance: GeMKR R@5 >= MiniLM (question + caption)", "05_main_results.csv",
          "difference of R@5 >= 0, test / KB-L, answer relevance", _answer_vs_minilm),
     Goal("image only R@5 >= 0.25", "06_ablations.csv",
-         "visual tokens, no question, no caption; ablation schedule", _image_only),
+         "question + visual tokens, no caption; ablation schedule", _image_only),
     Goal("the image adds to the caption", "06_ablation_intervals.csv",
          "full model - 'caption instead of image': ΔR@5 >= 0.05, paired 95 % interval above 0",
          _image_adds),

@@ -172,14 +172,17 @@ def share(table, model: str, name: str = "object_named") -> float:
 
 @torch.no_grad()
 def object_naming(model, inputs: dict, objects: pd.DataFrame, target_of: dict[int, list[int]],
-                  n_distractors: int = 20, seed: int = 0, batch: int = 64
+                  n_distractors: int = 20, seed: int = 0, batch: int = 64, bf16: bool = False
                   ) -> tuple[float, float]:
     """``image_names_object``: with one object's token alone at ``<ImageHere>`` (no question, no
     caption), is its own clue more likely (mean log-probability per token, teacher-forced, EOS
     included) than the clues of `n_distractors` random other objects? `objects` are rows
     (row, slot, pid) of `examples.alignment_objects`, `target_of` maps every candidate passage to
     its clue ids. Returns (share, chance). The direct measure of what the alignment stage
-    teaches: that a visual token says which object it shows."""
+    teaches: that a visual token says which object it shows. `bf16`: the LLM's products under
+    bfloat16 autocast (pass True only where `hardware.bf16_native`; 6,300 sequences per probe
+    take minutes in float32 on 2 cores), the log-probabilities in float32."""
+    from .hardware import autocast
     from .model import IGNORE, Batch
 
     rng = np.random.default_rng([seed, 4, 6])
@@ -206,8 +209,9 @@ def object_naming(model, inputs: dict, objects: pd.DataFrame, target_of: dict[in
         # left padding puts every target at the end: as `GeMKR.forward`, run the output layer
         # (49K rows) only on the last longest-target + 1 positions, not on the whole prompt
         keep = int((labels != IGNORE).sum(1).max()) + 1
-        logits = model.llm(inputs_embeds=embeds, attention_mask=mask, position_ids=pos,
-                           logits_to_keep=keep).logits
+        with autocast(embeds.device, bf16):
+            logits = model.llm(inputs_embeds=embeds, attention_mask=mask, position_ids=pos,
+                               logits_to_keep=keep).logits
         logp = torch.log_softmax(logits[:, :-1].float(), -1)
         lab = labels[:, -(keep - 1):]
         real = lab != IGNORE

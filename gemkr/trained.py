@@ -321,6 +321,7 @@ def aligned_tokens(cfg, llm, tok, sp, inputs: dict, objects, targets: list[list[
     `probe_objects` (held-out objects, same columns) and `probe_targets` (pid -> clue ids of
     every candidate), `probe.object_naming` is measured before and after the stage."""
     from .probe import object_naming
+
     if not aligns(cfg):
         return None, {}, ""
     data = artifacts.cache_key(objects[["row", "slot", "pid"]].to_numpy().tolist(), targets)
@@ -335,6 +336,7 @@ def aligned_tokens(cfg, llm, tok, sp, inputs: dict, objects, targets: list[list[
     for p in llm.parameters():
         p.requires_grad_(False)
     width = inputs["objects"].shape[-1]
+    torch.manual_seed(cfg.seed)  # the projection's initial weights, whatever ran before
     model = GeMKR(None, visual_tokens(cfg, width, llm, 1), llm, tok, sp, use_text=False)
     try:
         if cache.valid:
@@ -342,11 +344,11 @@ def aligned_tokens(cfg, llm, tok, sp, inputs: dict, objects, targets: list[list[
         elif not train_if_missing:
             raise _missing("alignment stage", cache)
         else:
-            torch.manual_seed(cfg.seed)
             naming = {}
             if probe_objects is not None and len(probe_objects):
                 naming["naming_before"], naming["naming_chance"] = object_naming(
-                    model.eval(), inputs, probe_objects, probe_targets, seed=cfg.seed)
+                    model.eval(), inputs, probe_objects, probe_targets, seed=cfg.seed,
+                    bf16=_bf16(cfg, device))
             bs = cfg.align_batch
             out = train.fit(
                 model, lambda m, b: m.align_loss(b),
@@ -358,7 +360,8 @@ def aligned_tokens(cfg, llm, tok, sp, inputs: dict, objects, targets: list[list[
                 ckpt_dir=_ckpt(cache), desc="alignment", device=device, bf16=_bf16(cfg, device))
             if naming:
                 naming["naming_after"], _ = object_naming(model.eval(), inputs, probe_objects,
-                                                          probe_targets, seed=cfg.seed)
+                                                          probe_targets, seed=cfg.seed,
+                                                          bf16=_bf16(cfg, device))
                 naming["naming_objects"] = len(probe_objects)
             info = {**out, **naming, "objects": len(objects),
                     "distinct_objects": int(objects["obj"].nunique())}
@@ -394,6 +397,9 @@ def gemkr_model(cfg, clip, llm, tok, sp, inputs: dict, questions, targets: list[
     cache = _cache(cfg, f"gemkr-{variant}", (*upstream, data, _fields(cfg, GEMKR_FIELDS)),
                    ("model.py", "vision.py", "examples.py", "train.py", "trained.py"), force,
                    device)
+    # the fresh weights (LoRA, prefix rows, gates, projection) start from the seed, not from
+    # whatever random numbers the process drew before (05 and 06 train variants in one process)
+    torch.manual_seed(cfg.seed)
     model = assemble(cfg, clip, llm, tok, sp)
     if aligned is not None:
         model.visual_tokens.load_state_dict(aligned)

@@ -26,13 +26,20 @@ class Variant:
 
 
 VARIANTS = (
-    Variant("full model", "reference", "object tokens with boxes, aligned; caption dropout; "
-            "object-aware prefix, dual-flow, LoRA"),
+    Variant("full model", "reference", "object tokens = the tower's naming + box, a visual "
+            "caption where the caption is dropped; object-aware prefix, dual-flow, LoRA"),
     Variant("paper's visual tokens", "visual tokens",
             "CLS + 2 prefix rows (E + R), no boxes, no alignment (the paper's layout)",
             train={"visual_layout": "paper", "visual_objects": 2, "box_features": False}),
-    Variant("w/o alignment stage", "visual tokens", "projection trained in tuning only",
-            train={"align_epochs": 0}),
+    Variant("w/o visual caption", "visual tokens",
+            "without the caption the object tokens stay at <ImageHere> (not where its names go)",
+            train={"visual_caption": False}),
+    Variant("projection instead of names", "visual tokens",
+            "object token = Linear(crop feature) + box, trained in tuning only (no name lookup, "
+            "no alignment)", train={"object_names": False, "align_epochs": 0}),
+    Variant("aligned projection instead of names", "visual tokens",
+            "object token = Linear(crop feature) + box after the alignment stage (the previous "
+            "default)", train={"object_names": False}),
     Variant("w/o box features", "visual tokens", "object tokens without their boxes",
             train={"box_features": False}),
     Variant("w/o caption dropout", "input", "every tuning example reads its caption",
@@ -173,7 +180,9 @@ def fingerprint(p, dcfg, questions) -> dict:
             "llm": f"{m.llm.config.model_type}/{m.llm.config.hidden_size}"
                    f"x{m.llm.config.num_hidden_layers}",
             "visual_tokens": f"{m.visual_tokens.layout}/{m.visual_tokens.n_objects}"
-                             f"{'+boxes' if m.visual_tokens.geo is not None else ''}",
+                             f"{'+boxes' if m.visual_tokens.geo is not None else ''}"
+                             f"{'+names' if m.visual_tokens.names is not None else ''}",
+            "visual_caption": m.visual_caption,
             "aligned": p.info.get("align_key", ""), "caption_dropout": p.cfg.caption_dropout,
             "prompt": questions["text"].iloc[0] if len(questions) else "",
             "boxes": table_key(p.dets)}

@@ -113,6 +113,18 @@ class Config:
     box_features: bool = _f(
         True, "each object token also carries its box: place, size and which object is "
         "leftmost / rightmost / topmost / bottommost / biggest / smallest", "04")
+    object_names: bool = _f(
+        True, "objects layout: an object token is the tower's soft naming of its crop in the "
+        "LLM's input-embedding space (softmax over the object names' text features -> the mean "
+        "input embedding of each name's tokens) + its box; False: a Linear of the crop feature "
+        "(aligned when align_epochs > 0)", "04")
+    name_sharpness: float = _f(
+        50.0, "inverse temperature of the name lookup over cosine similarities", "04")
+    visual_caption: bool = _f(
+        True, "objects layout: a prompt without the detector's caption gets the object tokens "
+        "where the caption's names would be ('<question> a picture of <o1> ... <oK>'), the CLS "
+        "token stays in the image section; with the caption, the tokens sit in the image "
+        "section as before", "04")
     caption_dropout: float = _f(
         0.5, "share of instruction-tuning examples whose caption is dropped (question alone), "
         "so the visual tokens must say which object is which", "04")
@@ -280,10 +292,11 @@ _DEFAULT = dataclasses.replace(
     max_eval_queries=600,  # per split: 600 test + all 586 test_unseen
     ablation_train_questions=1200,  # ~25 s per variant: 06 within the 60-minute run
     ablation_eval_queries=300,
-    # every variant but the three that need an alignment stage of their own (other boxes, no box
-    # features, another LLM: ~10 min each on a 2-core CPU, plus its probes) and the redundant
-    # "both removed" row; `smoke` runs them all, `small` / `paper` (GPU) too
-    ablation_variants=("full model", "paper's visual tokens", "w/o alignment stage",
+    # every variant but those that need an alignment stage or a stage 2 of their own (the aligned
+    # projection, another LLM: ~10 min each on a 2-core CPU) and the redundant "both removed"
+    # row; `smoke` runs them all, `small` / `paper` (GPU) too
+    ablation_variants=("full model", "paper's visual tokens", "w/o visual caption",
+                       "projection instead of names", "w/o box features", "oracle boxes",
                        "w/o caption dropout", "w/o object features", "w/o dual-flow attention",
                        "w/o LoRA", "caption instead of image", "image only", "visual tokens alone",
                        "question only",
@@ -325,6 +338,8 @@ _PAPER = dataclasses.replace(
     # the paper's visual tokens and recipe: CLS + 2 prefix rows, no boxes, no alignment stage,
     # every example with its caption (the kit's default departs from it; README, notebook 06)
     visual_layout="paper",
+    object_names=False,
+    visual_caption=False,
     visual_objects=2,
     box_features=False,
     caption_dropout=0.0,

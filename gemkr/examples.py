@@ -147,10 +147,13 @@ def make_batch(questions: pd.DataFrame, inputs: dict, targets: list[list[int]] |
     rows = [inputs["row"][int(s)] for s in questions["scene_id"].tolist()]
     idx = torch.as_tensor(rows, dtype=torch.long)
     geometry = inputs.get("geometry")
+    texts = questions[text_column].tolist() if texts is None else texts
+    # a text that is the question alone has no detector caption (use_caption=False, dropout)
+    captioned = ([t != q for t, q in zip(texts, questions["question"], strict=True)]
+                 if "question" in questions else None)
     return Batch(images=inputs["images"][idx], objects=inputs["objects"][idx],
-                 mask=inputs["mask"][idx],
-                 texts=questions[text_column].tolist() if texts is None else texts,
-                 targets=targets, geometry=None if geometry is None else geometry[idx])
+                 mask=inputs["mask"][idx], texts=texts, targets=targets,
+                 geometry=None if geometry is None else geometry[idx], captioned=captioned)
 
 
 def batches(questions: pd.DataFrame, inputs: dict, targets: list[list[int]], batch_size: int,

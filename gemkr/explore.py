@@ -21,7 +21,7 @@ def next_token_logprobs(model: GeMKR, batch: Batch, prefix: list[int]) -> torch.
     """Log-probabilities of the next clue token after the prompt of a one-question batch and
     `prefix` (full forward pass; explorer use only)."""
     embeds, mask, _ = model.inputs(Batch(batch.images, batch.objects, batch.mask, batch.texts,
-                                         geometry=batch.geometry))
+                                         geometry=batch.geometry, captioned=batch.captioned))
     if prefix:
         extra = model.llm.get_input_embeddings()(torch.tensor([prefix], device=embeds.device))
         embeds = torch.cat([embeds, extra], 1)

@@ -30,6 +30,7 @@ PROMPT = ("Below is a knowledge completion task. Please provide the knowledge ke
           "answer this question based on the Image.\n\n### Question:\n{input}\n\n### Image:\n"
           "<ImageHere>\n\n### Response:\n")
 IGNORE = -100
+CAPTION_OPENING = " a picture of"  # how `detect.caption` starts (the visual caption's words)
 
 
 def template_ids(tok, bos: int, text: str = "") -> tuple[list[int], list[int]]:
@@ -186,6 +187,7 @@ class Batch:
     texts: list[str]  # question + " " + caption
     targets: list[list[int]] | None = None  # clue token ids (index ids), without EOS
     geometry: torch.Tensor | None = None  # (B,M,G) box features of the objects (box_geometry)
+    captioned: list[bool] | None = None  # per item: the text carries the detector's caption
 
 
 class GeMKR(nn.Module):
@@ -197,6 +199,7 @@ class GeMKR(nn.Module):
         self.encoder, self.visual_tokens, self.llm = encoder, visual_tokens, llm
         self.tokenizer, self.sp = tokenizer, sp
         self.use_image, self.use_text = use_image, use_text
+        self.visual_caption = False  # set by `trained.assemble` from `visual_caption`
         self.decode_bf16 = False  # set by `trained.assemble` from `decode_bf16` and the hardware
 
     # --------------------------------------------------------------------------- sequences
@@ -220,17 +223,42 @@ class GeMKR(nn.Module):
         after = emb(torch.tensor(template_ids(self.tokenizer, self.sp.bos)[1], device=dev))
         out = []
         for i, text in enumerate(batch.texts):
-            before_ids, _ = template_ids(self.tokenizer, self.sp.bos,
-                                         text if self.use_text else "")
-            parts = [emb(torch.tensor(before_ids[skip:], device=dev))]
-            if visual is not None:
-                parts.append(visual[i])
+            if self._inline(batch, visual, i):
+                parts = self._visual_caption(emb, text, visual[i], batch.mask[i], skip)
+            else:
+                before_ids, _ = template_ids(self.tokenizer, self.sp.bos,
+                                             text if self.use_text else "")
+                parts = [emb(torch.tensor(before_ids[skip:], device=dev))]
+                if visual is not None:
+                    parts.append(visual[i])
             parts.append(after)
             target = [] if batch.targets is None else list(batch.targets[i]) + [self.sp.eos]
             if target:
                 parts.append(emb(torch.tensor(target, device=dev)))
             out.append((torch.cat(parts), target))
         return out
+
+    def _inline(self, batch: Batch, visual, i: int) -> bool:
+        """Whether item `i` gets the visual caption (`visual_caption`, no detector caption)."""
+        return (self.visual_caption and visual is not None and batch.captioned is not None
+                and not batch.captioned[i] and batch.mask is not None)
+
+    def _visual_caption(self, emb, text: str, visual: torch.Tensor, mask: torch.Tensor,
+                        skip: int) -> list[torch.Tensor]:
+        """The prompt of a question without the detector's caption, when `visual_caption`: the
+        object tokens of the detected objects stand where the caption's names would
+        ("<question> a picture of <o1> ... <oK>"), the place the reader learned (stage 2) to
+        copy names from; the CLS token stays at <ImageHere>. Measured: with the tokens only at
+        <ImageHere>, the tuned model barely reads them, even when they are the gold name's own
+        token embeddings."""
+        dev = emb.weight.device
+        head, tail = PROMPT.split("<ImageHere>")[0].split("{input}")
+        first = [self.sp.bos, *self.tokenizer(head + text + CAPTION_OPENING,
+                                              add_special_tokens=False)["input_ids"]]
+        rest = self.tokenizer(tail, add_special_tokens=False)["input_ids"]
+        objects = visual[1:][mask[:visual.shape[0] - 1].to(dev)]  # detected objects only
+        return [emb(torch.tensor(first[skip:], device=dev)), objects,
+                emb(torch.tensor(rest, device=dev)), visual[:1]]
 
     def visual(self, batch: Batch) -> torch.Tensor:
         """The visual tokens (B, 1 + visual_objects, H) of a batch: the prefixed ViT's CLS, and
@@ -311,7 +339,7 @@ class GeMKR(nn.Module):
         from .hardware import autocast
 
         prompt = Batch(batch.images, batch.objects, batch.mask, batch.texts, None,
-                       batch.geometry)
+                       batch.geometry, batch.captioned)
         dev = self.llm.get_input_embeddings().weight.device
         # bfloat16 products where native (`decode_bf16`; the official evaluation runs LLaMA in
         # 8-bit, trap T10): ~2x the queries per second on an AVX512-BF16 CPU; the log-softmax

@@ -264,7 +264,7 @@ class Retriever:
         from .model import Batch
 
         batch = Batch(scene["images"], scene["objects"], scene["mask"], [text], None,
-                      scene.get("geometry"))
+                      scene.get("geometry"), captioned=[bool(self.cfg.use_caption)])
         clues = self.p.model.retrieve(batch, index, DecodeConfig.from_config(self.cfg))[0]
         hits: dict[int, tuple[str, float]] = {}
         for c in clues:  # passages in clue order, each with the first clue that found it

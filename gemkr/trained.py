@@ -45,14 +45,15 @@ LLM_FIELDS = ("llm", "llm_blocks", "llm_last_blocks", "llm_hidden", "llm_layers"
 GEMKR_FIELDS = ("prefix_len", "dual_flow", "object_features", "mask_empty_slots", "use_lora",
                 "use_image", "use_text", "use_caption", "det_oracle_boxes", "max_objects",
                 "visual_layout", "visual_objects", "box_features", "caption_dropout",
+                "object_names", "name_sharpness", "visual_caption",
                 "lora_r", "lora_alpha", "lora_dropout", "epochs", "batch_size", "grad_accum",
                 "lr", "min_lr", "warmup_steps", "weight_decay", "train_questions",
                 "clue_max_tokens", "min_clue_tokens")
 
 # the alignment stage reads the object features and box features only (the detections, the clue
 # targets and the LLM come in through its key's upstream parts and data hash)
-ALIGN_FIELDS = ("visual_layout", "box_features", "object_features", "use_image", "align_epochs",
-                "align_lr", "align_batch")
+ALIGN_FIELDS = ("visual_layout", "box_features", "object_features", "use_image", "object_names",
+                "align_epochs", "align_lr", "align_batch")
 
 # Settings every trained part's key covers: the profile names the cache folder, `_cache` adds the
 # seed and whether training runs in bfloat16 here; decoding-only settings never change weights.
@@ -266,8 +267,9 @@ def knowledge_llm(cfg, index, tok, sp, probe: list[int], *, train_if_missing: bo
 
 
 # ------------------------------------------------------------------------------ 3 GeMKR model
-def assemble(cfg, clip, llm, tok, sp) -> GeMKR:
-    """GeMKR from its parts, with the switches of `cfg` (the ablations' single code path)."""
+def assemble(cfg, clip, llm, tok, sp, names=None) -> GeMKR:
+    """GeMKR from its parts, with the switches of `cfg` (the ablations' single code path);
+    `names`: the `name_lookup` of `cfg` (object tokens from the tower's naming)."""
     encoder = PrefixViT(clip.visual, prefix_len=cfg.prefix_len, dual_flow=cfg.dual_flow,
                         object_features=cfg.object_features, mask_empty=cfg.mask_empty_slots)
     if cfg.use_lora:
@@ -275,34 +277,70 @@ def assemble(cfg, clip, llm, tok, sp) -> GeMKR:
     else:
         for p in llm.parameters():
             p.requires_grad_(False)
-    tokens = visual_tokens(cfg, encoder.width, llm, cfg.visual_objects)
+    tokens = visual_tokens(cfg, encoder.width, llm, cfg.visual_objects, names)
     if not cfg.use_image:  # no visual tokens: nothing of the vision side trains
         for p in [*encoder.parameters(), *tokens.parameters()]:
             p.requires_grad_(False)
     model = GeMKR(encoder, tokens, llm, tok, sp, use_image=cfg.use_image, use_text=cfg.use_text)
+    model.visual_caption = bool(cfg.visual_caption and cfg.visual_layout == "objects"
+                                and cfg.use_image and cfg.use_text)
     model.decode_bf16 = bool(cfg.decode_bf16) and bf16_native(
         llm.get_input_embeddings().weight.device)
     return model
 
 
-def visual_tokens(cfg, width: int, llm, n_objects: int) -> VisualTokens:
+def visual_tokens(cfg, width: int, llm, n_objects: int, names=None) -> VisualTokens:
     """The visual-token projection of `cfg`'s layout, started at the scale of the LLM's token
-    embeddings."""
+    embeddings (`names`: the name lookup of `uses_names` configs)."""
     from .examples import GEOMETRY
 
+    if uses_names(cfg) and names is None:
+        raise ValueError("object_names needs the name lookup (trained.name_lookup): pass names=")
     emb = llm.get_input_embeddings().weight
     std = emb.detach().std()
     geometry = len(GEOMETRY) if cfg.box_features and cfg.visual_layout == "objects" else 0
     return VisualTokens(width, emb.shape[1], n_objects=n_objects,
                         out_std=None if std.is_meta else float(std),  # meta: shapes only
-                        layout=cfg.visual_layout, geometry=geometry)
+                        layout=cfg.visual_layout, geometry=geometry,
+                        names=names if uses_names(cfg) else None)
+
+
+def uses_names(cfg) -> bool:
+    """Whether `cfg`'s object tokens come from the name lookup (objects layout, features on)."""
+    return bool(cfg.object_names and cfg.visual_layout == "objects" and cfg.object_features
+                and cfg.use_image)
+
+
+@torch.no_grad()
+def name_lookup(cfg, bench, clip, clip_tokenizer, llm, tok):
+    """The `vision.NameLookup` of `cfg` (None when its object tokens do not use it): the tower's
+    text features of every object's passage and the LLM's mean input embedding of each object's
+    name (" " + the objects table's name: the word the detector's caption uses). Deterministic
+    from the trained tower and LLM, so nothing of it is cached."""
+    from .pretrain import object_passages, text_features
+    from .vision import NameLookup
+
+    if not uses_names(cfg):
+        return None
+    visual = clip.visual
+    if not (hasattr(visual, "ln_post") and getattr(visual, "proj", None) is not None):
+        raise ValueError("object_names needs an open_clip tower with ln_post and proj (the "
+                         "kit's ViT); set object_names=False for this vision tower")
+    passages = object_passages(bench)
+    feats = text_features(clip, clip_tokenizer, passages)
+    emb = llm.get_input_embeddings().weight
+    names = bench.objects["name"].tolist()  # row i = object id i, as `object_passages`
+    rows = [emb[torch.tensor(tok(" " + n, add_special_tokens=False)["input_ids"])].mean(0)
+            for n in names]
+    return NameLookup(visual.ln_post.weight, visual.ln_post.bias, visual.ln_post.eps,
+                      visual.proj, feats, torch.stack(rows), cfg.name_sharpness)
 
 
 def aligns(cfg) -> bool:
-    """Whether `cfg` has an alignment stage: object tokens (layout "objects") made of object
-    features, in a model that reads visual tokens."""
+    """Whether `cfg` has an alignment stage: object tokens (layout "objects") made by the
+    Linear of object features (not the name lookup), in a model that reads visual tokens."""
     return (cfg.align_epochs > 0 and cfg.use_image and cfg.object_features
-            and cfg.visual_layout == "objects")
+            and cfg.visual_layout == "objects" and not uses_names(cfg))
 
 
 @keyed_by(ALIGN_FIELDS)
@@ -384,13 +422,15 @@ def train_subset(questions, n: int | None, seed: int):
 @keyed_by(GEMKR_FIELDS, also=DECODING_ONLY)
 def gemkr_model(cfg, clip, llm, tok, sp, inputs: dict, questions, targets: list[list[int]],
                 upstream: tuple, *, variant: str = "full", aligned: dict | None = None,
-                train_if_missing: bool = True, force: bool = False, device: str = "cpu"):
+                names=None, train_if_missing: bool = True, force: bool = False,
+                device: str = "cpu"):
     """(GeMKR, run info): instruction tuning of the trainable parts on (question, clue) pairs.
 
     `inputs` are the scene inputs (`scene_inputs`), `questions` the training questions
     (with ``text`` and ``question`` columns) and `targets` their clue token ids; `upstream` the
     cache keys of the vision tower, the LLM, the detections and the alignment stage, whose
-    visual-token weights (`aligned`) tuning starts from."""
+    visual-token weights (`aligned`) tuning starts from; `names` the `name_lookup` (computed
+    from the tower and the LLM of `upstream`, so covered by their keys)."""
     # keyed by the data it really trains on (questions, their input texts and clue targets, so
     # the knowledge base the targets come from), not only by the settings listed in GEMKR_FIELDS
     data = artifacts.cache_key(questions["qid"].tolist(), questions["text"].tolist(), targets)
@@ -400,7 +440,7 @@ def gemkr_model(cfg, clip, llm, tok, sp, inputs: dict, questions, targets: list[
     # the fresh weights (LoRA, prefix rows, gates, projection) start from the seed, not from
     # whatever random numbers the process drew before (05 and 06 train variants in one process)
     torch.manual_seed(cfg.seed)
-    model = assemble(cfg, clip, llm, tok, sp)
+    model = assemble(cfg, clip, llm, tok, sp, names)
     if aligned is not None:
         model.visual_tokens.load_state_dict(aligned)
     if cache.valid:
@@ -530,10 +570,11 @@ def pipeline(cfg, *, variant: str = "full", train_if_missing: bool = False,
     aligned, ainfo, akey = alignment(cfg, bench, dets, inputs, llm, tok, sp, indexes,
                                      (vkey, lkey, table_key(dets)),
                                      train_if_missing=train_if_missing, device=device)
+    names = name_lookup(cfg, bench, clip, clip_tok, llm, tok)
     model, ginfo = gemkr_model(cfg, clip, llm, tok, sp, inputs, questions, targets,
                                (vkey, lkey, table_key(dets), akey), variant=variant,
-                               aligned=aligned, train_if_missing=train_if_missing, force=force,
-                               device=device)
+                               aligned=aligned, names=names, train_if_missing=train_if_missing,
+                               force=force, device=device)
     info = {"vision": vinfo, "vision_key": vkey, "llm": linfo, "llm_key": lkey,
             "align": ainfo, "align_key": akey, "gemkr": ginfo}
     return Pipeline(cfg, bench, tok, sp, indexes, captions, dets, inputs, clip, clip_tok, model,

@@ -3,6 +3,7 @@ object tokens that follow their object (and change when its feature does), capti
 alignment examples (IoU matching, unseen objects left out) and the alignment stage itself (only
 the projection learns; the naming probe goes from chance to every object named)."""
 
+import dataclasses
 import types
 
 import numpy as np
@@ -152,7 +153,8 @@ def naming_setup(tiny, n=6):
     names = ["owl", "harp", "bus", "ant", "apple", "kite", "banana tree", "tuba"][:n]
     target_of = {100 + i: tok(" " + w, add_special_tokens=False)["input_ids"]
                  for i, w in enumerate(names)}
-    model = GeMKR(None, trained.visual_tokens(cfg, 16, llm, 1), llm, tok, sp, use_text=False)
+    proj_cfg = dataclasses.replace(cfg, object_names=False)  # the alignment stage's tokens
+    model = GeMKR(None, trained.visual_tokens(proj_cfg, 16, llm, 1), llm, tok, sp, use_text=False)
     return model, inputs, objects, target_of
 
 
@@ -201,11 +203,13 @@ def test_alignment_stage_trains_the_projection_only(tiny):
 
 
 def test_aligns_only_object_tokens_made_of_features():
-    cfg = gemkr.get_config("smoke")
+    cfg = gemkr.get_config("smoke", object_names=False)
     assert trained.aligns(cfg)
     for off in ({"align_epochs": 0}, {"use_image": False}, {"object_features": False},
-                {"visual_layout": "paper"}):
-        assert not trained.aligns(gemkr.get_config("smoke", **off)), off
+                {"visual_layout": "paper"}, {"object_names": True}):
+        assert not trained.aligns(dataclasses.replace(cfg, **off)), off
+    assert trained.uses_names(gemkr.get_config("smoke"))
+    assert not trained.uses_names(gemkr.get_config("paper"))
 
 
 def test_visual_uses_each_objects_feature_and_box(tmp_path):
@@ -221,7 +225,8 @@ def test_visual_uses_each_objects_feature_and_box(tmp_path):
 
     def model(**kw):
         c = gemkr.get_config("smoke", vit_image_size=32, vit_patch=8, vit_width=32, vit_heads=4,
-                             vit_layers=2, llm_hidden=32, llm_layers=2, llm_heads=4, **kw)
+                             vit_layers=2, llm_hidden=32, llm_layers=2, llm_heads=4,
+                             object_names=False, **kw)
         enc = PrefixViT(clip.visual, prefix_len=c.prefix_len, object_features=c.object_features)
         torch.manual_seed(0)
         return GeMKR(enc, trained.visual_tokens(c, 32, llm, c.visual_objects), llm, tok, sp)
@@ -252,3 +257,66 @@ def test_more_object_tokens_than_slots_is_a_config_error():
     with pytest.raises(gemkr.config.ConfigError, match="visual_objects=12"):
         gemkr.get_config("smoke", visual_objects=12)
     assert gemkr.get_config("smoke", visual_objects=12, visual_layout="paper").visual_objects == 12
+
+
+def test_name_lookup_reads_the_towers_naming():
+    """NameLookup against its definition: softmax(s * cos(pool(R), T)) @ E, and a crop the
+    tower names sharply as object j becomes (almost) the embedding of j's name."""
+    from gemkr.vision import NameLookup
+
+    g = torch.Generator().manual_seed(0)
+    width, dim, hidden, n = 8, 6, 5, 4
+    ln_w, ln_b = torch.rand(width, generator=g) + 0.5, torch.randn(width, generator=g) * 0.1
+    proj = torch.randn(width, dim, generator=g)
+    text = torch.nn.functional.normalize(torch.randn(n, dim, generator=g), dim=-1)
+    emb = torch.randn(n, hidden, generator=g)
+    look = NameLookup(ln_w, ln_b, 1e-5, proj, text, emb, sharpness=7.0)
+    objects = torch.randn(3, 2, width, generator=g)
+    x = torch.nn.functional.layer_norm(objects, (width,), ln_w, ln_b, 1e-5) @ proj
+    cos = torch.nn.functional.normalize(x, dim=-1) @ text.T
+    torch.testing.assert_close(look(objects), torch.softmax(7.0 * cos, -1) @ emb)
+    assert not any(k.startswith(("proj", "text")) for k in look.state_dict())  # not saved
+    sharp = NameLookup(ln_w, ln_b, 1e-5, proj, text, emb, sharpness=1e4)
+    best = cos.argmax(-1)
+    torch.testing.assert_close(sharp(objects), emb[best], atol=1e-3, rtol=1e-3)
+
+
+def test_visual_caption_puts_detected_object_tokens_where_the_caption_goes(tiny):
+    """Without the detector's caption (and `visual_caption`), the prompt is '<question> a
+    picture of' + the detected objects' tokens + the rest of the template + CLS; with it, the
+    tokens stay at <ImageHere>. Empty slots are left out."""
+    from gemkr.model import CAPTION_OPENING, PROMPT, Batch, template_ids
+
+    cfg, tok, sp, llm = tiny
+    model = GeMKR(None, None, llm, tok, sp)
+    model.visual_caption = True
+    hidden = llm.get_input_embeddings().weight.shape[1]
+    visual = torch.randn(2, 4, hidden)  # CLS + 3 object tokens
+    mask = torch.tensor([[True, False, True, False], [True, True, True, True]])
+    text = "What is the fruit on the left?"
+    batch = Batch(None, None, mask, [text, text], None, captioned=[False, True])
+    (inline, _), (plain, _) = model._pieces(batch, visual)
+    emb = llm.get_input_embeddings()
+    head, tail = PROMPT.split("<ImageHere>")[0].split("{input}")
+    first = [sp.bos, *tok(head + text + CAPTION_OPENING, add_special_tokens=False)["input_ids"]]
+    rest = tok(tail, add_special_tokens=False)["input_ids"]
+    after = template_ids(tok, sp.bos)[1]
+    with torch.no_grad():
+        expect = torch.cat([emb(torch.tensor(first)), visual[0, [1, 3]], emb(torch.tensor(rest)),
+                            visual[0, :1], emb(torch.tensor(after))])
+        torch.testing.assert_close(inline, expect)
+        before = template_ids(tok, sp.bos, text)[0]
+        torch.testing.assert_close(plain, torch.cat([emb(torch.tensor(before)), visual[1],
+                                                     emb(torch.tensor(after))]))
+    model.visual_caption = False  # switched off: the caption-less prompt keeps the old layout
+    (off, _), _ = model._pieces(batch, visual)
+    assert off.shape[0] == len(before) + 4 + len(after)
+
+
+def test_make_batch_marks_the_texts_without_caption():
+    inputs = {"row": {7: 0, 8: 1}, "images": torch.zeros(2, 3, 4, 4),
+              "objects": torch.zeros(2, 2, 3), "mask": torch.ones(2, 2, dtype=torch.bool)}
+    q = pd.DataFrame({"scene_id": [7, 8], "question": ["a?", "b?"],
+                      "text": ["a? a picture of an owl", "b?"]})
+    assert examples.make_batch(q, inputs).captioned == [True, False]
+    assert examples.make_batch(q, inputs, texts=["a?", "b? x"]).captioned == [False, True]

@@ -102,12 +102,15 @@ def ablation_section() -> str:
     a = a[a.relevance == "gold_id"].set_index("variant")
     iv = read("06_ablation_intervals.csv").set_index("variant")
     full = a.loc["full model"]
-    rows = [{"variant": "full model", "what": full["what"], "R@5": f3(full["R@5"]),
+    def what(text: str) -> str:  # "<ImageHere>" would be read as an HTML tag
+        return text.replace("<", "&lt;")
+
+    rows = [{"variant": "full model", "what": what(full["what"]), "R@5": f3(full["R@5"]),
              "ΔR@5 [95 % interval]": ""}]
     for v, r in a.drop(index="full model").iterrows():
         d = iv.loc[v]
         mark = "**" if d["interval_excludes_zero"] else ""
-        rows.append({"variant": v, "what": r["what"], "R@5": f3(r["R@5"]),
+        rows.append({"variant": v, "what": what(r["what"]), "R@5": f3(r["R@5"]),
                      "ΔR@5 [95 % interval]": f"{mark}{d['ΔR@5 vs full model']:+.3f}{mark} "
                                              + interval(d["ci95_low"], d["ci95_high"])})
     return (f"**Ablations** (`06_ablations.csv`, `06_ablation_intervals.csv`: every variant "

@@ -108,8 +108,31 @@ def setup(
     return ctx
 
 
+# what a run itself writes into tracked folders: not an edit of the code it ran
+RUN_OUTPUTS = ("results", "figures", "logs")
+
+
+def source_dirty() -> bool | None:
+    """Whether tracked files outside the run's own outputs (`RUN_OUTPUTS`) differ from HEAD, as
+    the manifest's flag taken before the run (None without git). A notebook's banner asked plain
+    ``git status`` and said "(dirty)" as soon as an earlier notebook of the same run had
+    rewritten its tables."""
+    import subprocess
+
+    from .paths import REPO_ROOT
+
+    spec = [f":(exclude){p}" for p in RUN_OUTPUTS]
+    try:
+        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                              *spec], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10,
+                             check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return bool(out.strip())
+
+
 def banner(ctx: Context) -> str:
-    git = artifacts.git_state()
+    git = {**artifacts.git_state(), "dirty": source_dirty()}
     versions = ", ".join(f"{k} {v}" for k, v in package_versions().items())
     lines = [
         f"GeMKR kit · stage {ctx.stage} · profile {ctx.profile} · seed {ctx.cfg.seed} · "

@@ -95,3 +95,28 @@ def test_force_passes_FORCE_to_every_notebook():
     assert out.returncode == 0, out.stderr
     lines = [ln for ln in out.stdout.splitlines() if ln.startswith("== ")]
     assert lines and all('"FORCE": true' in ln for ln in lines), lines
+
+
+def test_the_banner_ignores_what_the_run_writes(tmp_path, monkeypatch):
+    """A run rewrites tracked tables under results/ and figures/: the banner of its next notebook
+    must not call the code dirty; an edited source file must."""
+    import subprocess
+
+    from gemkr import paths, session
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    for f in ("results/default/t.csv", "figures/default/f.png", "gemkr/x.py"):
+        (tmp_path / f).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / f).write_text("0")
+    git("add", ".")
+    git("-c", "user.email=k@kit", "-c", "user.name=kit", "commit", "-qm", "init")
+    monkeypatch.setattr(paths, "REPO_ROOT", tmp_path)
+    assert session.source_dirty() is False
+    (tmp_path / "results/default/t.csv").write_text("1")
+    (tmp_path / "figures/default/f.png").write_text("1")
+    assert session.source_dirty() is False
+    (tmp_path / "gemkr/x.py").write_text("1")
+    assert session.source_dirty() is True

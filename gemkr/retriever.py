@@ -45,7 +45,7 @@ def _rgb(im):
             255.0 if a.max(initial=0) <= 255 else 65535.0
         return Image.fromarray(np.clip(a / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L"
                                ).convert("RGB")
-    if im.mode == "P" or (im.mode in ("LA", "La", "PA") or "transparency" in im.info):
+    if im.mode in ("P", "PA", "LA", "La") or "transparency" in im.info:
         im = im.convert("RGBA")
     if im.mode in ("RGBA", "RGBa"):
         white = Image.new("RGBA", im.size, (255, 255, 255, 255))

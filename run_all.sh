@@ -44,9 +44,14 @@ trap 'echo "run_all.sh: interrupted — rerun the same command to resume." >&2; 
 source tools/bootstrap.sh ${BOOT_ARGS[@]+"${BOOT_ARGS[@]}"}
 gemkr_bootstrap
 
+# The executed copies under results/ are for reading: no progress bars in them (tqdm's widgets
+# stay frozen at 0 % in any viewer, ultralytics' bars are ANSI streams; the kit's own loops read
+# TQDM_DISABLE through gemkr.progress, transformers' through HF_HUB_DISABLE_PROGRESS_BARS);
+# papermill's own bar in this terminal shows the progress cell by cell. Figures are shown
+# explicitly (io.show_figure).
 export PYTHONHASHSEED=0 MPLBACKEND=Agg SOURCE_DATE_EPOCH=0 HF_HUB_OFFLINE=1 \
-       TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-[[ " ${ARGS[*]-} " == *" smoke "* ]] && export TQDM_DISABLE=1
+       TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false TQDM_DISABLE=1 YOLO_VERBOSE=False \
+       HF_HUB_DISABLE_PROGRESS_BARS=1
 export CUBLAS_WORKSPACE_CONFIG=:4096:8
 
 # 3. Run.

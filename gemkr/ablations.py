@@ -32,14 +32,23 @@ VARIANTS = (
             "CLS + 2 prefix rows (E + R), no boxes, no alignment (the paper's layout)",
             train={"visual_layout": "paper", "visual_objects": 2, "box_features": False}),
     Variant("w/o visual caption", "visual tokens",
-            "without the caption the object tokens stay at <ImageHere> (not where its names go)",
-            train={"visual_caption": False}),
+            "the object tokens stay at <ImageHere> (not where a caption's names go)",
+            train={"visual_caption": "off"}),
+    Variant("visual caption without the caption only", "visual tokens",
+            "object tokens where the caption's names go only in prompts without the caption "
+            "(the previous default)", train={"visual_caption": "dropped"}),
     Variant("projection instead of names", "visual tokens",
             "object token = Linear(crop feature) + box, trained in tuning only (no name lookup, "
             "no alignment)", train={"object_names": False, "align_epochs": 0}),
     Variant("aligned projection instead of names", "visual tokens",
             "object token = Linear(crop feature) + box after the alignment stage (the previous "
             "default)", train={"object_names": False}),
+    Variant("confident boxes only", "detector",
+            "object tokens only for the boxes the caption names (score >= caption_conf, "
+            "ultralytics' default 0.25), not every box >= det_conf", train={"det_conf": 0.25}),
+    Variant("caption of every box", "detector",
+            "the caption names every box >= det_conf, not only those >= caption_conf",
+            train={"caption_conf": 0.05}),
     Variant("w/o box features", "visual tokens", "object tokens without their boxes",
             train={"box_features": False}),
     Variant("w/o caption dropout", "input", "every tuning example reads its caption",
@@ -136,15 +145,14 @@ def run_variants(cfg, base, kb_name: str, variants=VARIANTS, device: str = "cpu"
     `base` is the full pipeline of notebook 04 (benchmark, indexes, vision tower and LLM are
     shared). Returns (scores with one row per variant and relevance mode, runs by variant name,
     training info by variant name)."""
-    from tqdm.auto import tqdm
-
     from . import evaluate
     from .decoding import DecodeConfig
+    from .progress import bar
 
     kb = base.bench.kb[kb_name]
     texts = dict(zip(kb["pid"].tolist(), kb["text"].tolist(), strict=True))
     pipes, rows, runs, infos = {}, [], {}, {}
-    for v in tqdm(variants, desc="ablation variants", disable=not progress):
+    for v in bar(variants, desc="ablation variants", disable=not progress):
         if v.decode and VARIANTS[0].name in pipes:
             p = pipes[VARIANTS[0].name]
         else:
@@ -190,8 +198,11 @@ def fingerprint(p, dcfg, questions) -> dict:
 
 def no_op(cfg, v: Variant) -> bool:
     """A trained variant whose switches are already the profile's settings (e.g. oracle boxes in
-    `smoke`, which always uses the exact boxes): it is the full model under another name."""
-    return bool(v.train) and all(getattr(cfg, k) == x for k, x in v.train.items())
+    `smoke`, which always uses the exact boxes, where the detector's thresholds change nothing
+    either): it is the full model under another name."""
+    thresholds = ("det_conf", "caption_conf")
+    return bool(v.train) and all(getattr(cfg, k) == x or (cfg.det_oracle_boxes and k in thresholds)
+                                 for k, x in v.train.items())
 
 
 def variant_problems(runs: dict, cfg) -> list[str]:

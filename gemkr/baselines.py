@@ -20,8 +20,12 @@ class BM25:
     """Okapi BM25 over the KB passages (bm25s, lucene variant, English stopwords)."""
 
     def __init__(self, kb: pd.DataFrame):
+        import logging
+
         import bm25s
 
+        # bm25s sets its logger to DEBUG on import: its index messages would fill the notebooks
+        logging.getLogger("bm25s").setLevel(logging.WARNING)
         self.pids = kb["pid"].to_numpy()
         self.model = bm25s.BM25()
         self.model.index(bm25s.tokenize(kb["text"].tolist(), show_progress=False),

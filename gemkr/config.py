@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 PROFILE_NAMES = ("smoke", "default", "small", "paper")
+VISUAL_CAPTION = ("always", "dropped", "off")
 
 
 def _f(default: Any, doc: str, stage: str = "") -> Any:
@@ -63,6 +64,13 @@ class Config:
     det_imgsz: int = _f(64, "YOLO training / inference image size", "02")
     det_oracle_boxes: bool = _f(True, "use the scene's exact boxes downstream (smoke only)", "02")
     max_objects: int = _f(10, "objects kept per image, by detector confidence (paper: 10)", "02")
+    det_conf: float = _f(
+        0.05, "confidence threshold of the boxes whose crops the model reads (ultralytics' "
+        "default 0.25 leaves many of the asked-about objects without a box: notebook 02's "
+        "02_recall.csv)", "02")
+    caption_conf: float = _f(
+        0.25, "confidence threshold of the labels the detector's caption names (a caption of "
+        "every box above det_conf adds wrong names: 06's row 'caption of every box')", "02")
     yolo_weights: str | None = _f(None, "paper profile: path of a local ultralytics .pt file", "02")
 
     # --- 03 index and decoding (paper-notes §11, DESIGN §5) ------------------------------------
@@ -120,11 +128,12 @@ class Config:
         "(aligned when align_epochs > 0)", "04")
     name_sharpness: float = _f(
         50.0, "inverse temperature of the name lookup over cosine similarities", "04")
-    visual_caption: bool = _f(
-        True, "objects layout: a prompt without the detector's caption gets the object tokens "
-        "where the caption's names would be ('<question> a picture of <o1> ... <oK>'), the CLS "
-        "token stays in the image section; with the caption, the tokens sit in the image "
-        "section as before", "04")
+    visual_caption: str = _f(
+        "always", "objects layout: where the object tokens stand. always: where a caption's "
+        "names go, in every prompt ('<question> <caption>: <o1> ... <oK>', or '<question> a "
+        "picture of <o1> ... <oK>' without the detector's caption); dropped: so only in prompts "
+        "without the caption, the others keep them at <ImageHere>; off: at <ImageHere> (the "
+        "paper). The CLS token stays at <ImageHere>", "04")
     caption_dropout: float = _f(
         0.5, "share of instruction-tuning examples whose caption is dropped (question alone), "
         "so the visual tokens must say which object is which", "04")
@@ -245,9 +254,11 @@ class Config:
         ]
 
 
-# `smoke`: tiny random models; captions are never dropped (a 2-block random LLM tuned for 18
-# steps collapses to one clue when half its examples lose the caption; tests cover the dropout)
-_SMOKE = Config(caption_dropout=0.0)
+# `smoke`: tiny random models; captions are never dropped and the object tokens stay at
+# <ImageHere> beside a caption (a 2-block random LLM tuned for 18 steps collapses to one clue
+# when half its examples lose the caption, or when every caption is followed by object tokens;
+# tests cover both)
+_SMOKE = Config(caption_dropout=0.0, visual_caption="dropped")
 
 # `default`: the CPU reference run of the whole built-in benchmark (run_all.sh, <= 60 min).
 _DEFAULT = dataclasses.replace(
@@ -265,6 +276,7 @@ _DEFAULT = dataclasses.replace(
     det_imgsz=128,
     det_oracle_boxes=False,
     caption_dropout=0.5,
+    visual_caption="always",
     vit_width=192,
     vit_layers=6,
     vit_heads=3,
@@ -293,15 +305,16 @@ _DEFAULT = dataclasses.replace(
     ablation_train_questions=1200,  # ~25 s per variant: 06 within the 60-minute run
     ablation_eval_queries=300,
     # every variant but those that need an alignment stage or a stage 2 of their own (the aligned
-    # projection, another LLM: ~10 min each on a 2-core CPU) and the redundant "both removed"
-    # row; `smoke` runs them all, `small` / `paper` (GPU) too
+    # projection, another LLM: ~10 min each on a 2-core CPU), the redundant "both removed" row,
+    # and, for time, "projection instead of names" and "clue cap 4 tokens" (measured at commit
+    # 1f9a4c3, both within noise of the full model); `smoke` runs them all, `small` / `paper` too
     ablation_variants=("full model", "paper's visual tokens", "w/o visual caption",
-                       "projection instead of names", "w/o box features", "oracle boxes",
+                       "visual caption without the caption only", "confident boxes only",
+                       "caption of every box", "w/o box features", "oracle boxes",
                        "w/o caption dropout", "w/o object features", "w/o dual-flow attention",
                        "w/o LoRA", "caption instead of image", "image only", "visual tokens alone",
                        "question only",
-                       "unconstrained decoding", "official clue rules", "clue cap 4 tokens",
-                       "plain beams"),
+                       "unconstrained decoding", "official clue rules", "plain beams"),
 )
 
 # `small`: as default but the LLM is the real pretrained SmolLM2-135M (LLaMA architecture).
@@ -338,8 +351,9 @@ _PAPER = dataclasses.replace(
     # the paper's visual tokens and recipe: CLS + 2 prefix rows, no boxes, no alignment stage,
     # every example with its caption (the kit's default departs from it; README, notebook 06)
     visual_layout="paper",
+    det_conf=0.25,  # ultralytics' (and YOLOv7's) default: the paper names no threshold
     object_names=False,
-    visual_caption=False,
+    visual_caption="off",
     visual_objects=2,
     box_features=False,
     caption_dropout=0.0,
@@ -395,6 +409,12 @@ def get_config(profile: str, seed: int = 0, **overrides: Any) -> Config:
         if current is not None and value is not None and not _same_kind(current, value):
             raise ConfigError(f"setting {key!r} expects {type(current).__name__}, got {value!r}")
     cfg = dataclasses.replace(PROFILES[profile], seed=int(seed), **overrides)
+    if cfg.visual_caption not in VISUAL_CAPTION:
+        raise ConfigError(f"visual_caption={cfg.visual_caption!r}: choose one of "
+                          f"{', '.join(VISUAL_CAPTION)}")
+    if not 0.0 <= cfg.det_conf <= cfg.caption_conf <= 1.0:
+        raise ConfigError(f"det_conf={cfg.det_conf}, caption_conf={cfg.caption_conf}: the caption "
+                          "names a subset of the boxes read, so 0 <= det_conf <= caption_conf <= 1")
     if cfg.visual_layout == "objects" and cfg.visual_objects > min(cfg.max_objects,
                                                                    cfg.prefix_len):
         raise ConfigError(f"visual_objects={cfg.visual_objects} object tokens need as many object "

@@ -155,7 +155,7 @@ def result_rows(res, names: list[str], max_det: int) -> list[tuple]:
              *boxes.xyxy[k].tolist()) for rank, k in enumerate(order)]
 
 
-def predict(model, bench, *, imgsz: int, max_det: int = 10, conf: float = 0.25,
+def predict(model, bench, *, imgsz: int, max_det: int = 10, conf: float = 0.05,
             batch: int = 64) -> tuple[pd.DataFrame, float]:
     """Detections of every scene, ranked by confidence (at most `max_det` per image), and the
     mean detection time per image in milliseconds. Labels are the benchmark's object names, or
@@ -199,14 +199,17 @@ def caption(labels: list[str]) -> str:
     return f"a picture of {body}"
 
 
-def labels_by_scene(dets: pd.DataFrame) -> dict[int, list[str]]:
-    """scene id -> its detected labels in confidence order (repeats kept)."""
-    by_scene = dets.sort_values(["scene_id", "rank"]).groupby("scene_id")["label"].apply(list)
+def labels_by_scene(dets: pd.DataFrame, min_score: float = 0.0) -> dict[int, list[str]]:
+    """scene id -> its detected labels with a score >= `min_score` (the profile's
+    `caption_conf`: the caption's objects) in confidence order (repeats kept)."""
+    kept = dets[dets["score"] >= min_score] if min_score > 0 else dets
+    by_scene = kept.sort_values(["scene_id", "rank"]).groupby("scene_id")["label"].apply(list)
     return {int(s): v for s, v in by_scene.items()}
 
 
-def scene_captions(dets: pd.DataFrame, scene_ids) -> dict[int, str]:
-    by_scene = labels_by_scene(dets)
+def scene_captions(dets: pd.DataFrame, scene_ids, min_score: float = 0.0) -> dict[int, str]:
+    """scene id -> the caption naming its detections with a score >= `min_score`."""
+    by_scene = labels_by_scene(dets, min_score)
     return {int(s): caption(by_scene.get(int(s), [])) for s in scene_ids}
 
 
@@ -220,6 +223,43 @@ def evaluate(model, data_yaml: Path, *, imgsz: int, split: str = "test",
     per_class = pd.DataFrame({"obj": np.asarray(box.ap_class_index, dtype=int),
                               "map50": np.asarray(box.ap50), "map50_95": np.asarray(box.ap)})
     return {"map50": float(box.map50), "map50_95": float(box.map)}, per_class
+
+
+def iou(a, b) -> float:
+    """Intersection over union of two boxes (x0, y0, x1, y1)."""
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = w * h
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def gold_recall(bench, dets: pd.DataFrame, thresholds, split: str = "test",
+                min_iou: float = 0.5) -> pd.DataFrame:
+    """What each confidence threshold leaves the model of the objects `split`'s questions ask
+    about: per threshold (each >= the one `dets` was predicted at), detections per scene, the
+    share of questions whose object has a box (IoU >= `min_iou`) and whose caption names it.
+    Filtering `dets` by score equals predicting at that threshold: a box is suppressed only by
+    a higher-scored one, and `max_det` keeps the highest."""
+    questions = bench.split(split)
+    scenes = bench.scenes.set_index("scene_id")
+    ids = set(questions["scene_id"])
+    rows = []
+    for t in thresholds:
+        kept = dets[(dets["score"] >= t) & dets["scene_id"].isin(ids)]
+        boxes = {s: g[["x0", "y0", "x1", "y1"]].to_numpy() for s, g in kept.groupby("scene_id")}
+        labels = labels_by_scene(kept)
+        found, named = [], []
+        for q in questions.itertuples():
+            sc = scenes.loc[q.scene_id]
+            true = sc.boxes[list(sc.objs).index(q.target_obj)]
+            found.append(any(iou(b, true) >= min_iou for b in boxes.get(q.scene_id, [])))
+            named.append(q.target_name in labels.get(int(q.scene_id), []))
+        rows.append({"threshold": float(t), "boxes_per_scene": len(kept) / max(len(ids), 1),
+                     "objects_per_scene": float(scenes.loc[sorted(ids), "objs"].map(len).mean()),
+                     "object_detected": float(np.mean(found)),
+                     "caption_names_object": float(np.mean(named))})
+    return pd.DataFrame(rows)
 
 
 def trained_detector(cfg, bench, force: bool = False, train_if_missing: bool = True

@@ -34,9 +34,8 @@ def encode(encoder, texts: Sequence[str], batch_size: int = 64, fast: bool = Tru
            desc: str | None = None) -> np.ndarray:
     """L2-normalised float32 embeddings of `texts`, in their order; `fast` = bfloat16 autocast
     where the CPU runs it natively (`hardware.bf16_native`)."""
-    from tqdm.auto import tqdm
-
     from .hardware import autocast, bf16_native
+    from .progress import bar
 
     texts = list(texts)
     fast = fast and bf16_native("cpu")
@@ -45,7 +44,7 @@ def encode(encoder, texts: Sequence[str], batch_size: int = 64, fast: bool = Tru
     order = np.argsort([len(t) for t in texts], kind="stable")
     out = []
     starts = range(0, len(texts), CHUNK)
-    for s in tqdm(starts, desc=desc, unit="chunk", disable=desc is None or len(starts) < 2):
+    for s in bar(starts, desc=desc, unit="chunk", disable=desc is None or len(starts) < 2):
         with autocast("cpu", fast):
             emb = encoder.encode([texts[i] for i in order[s:s + CHUNK]], batch_size=batch_size,
                                  normalize_embeddings=True, show_progress_bar=False)

@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from . import examples, metrics
 from .decoding import Clue, DecodeConfig, rank_passages
+from .progress import bar
 
 
 @dataclass
@@ -39,7 +39,7 @@ def gemkr_search(model, inputs: dict, questions: pd.DataFrame, index, dcfg: Deco
     """Constrained decoding for every question; the retrieval is the clues' passages in clue
     order (de-duplicated), as the official evaluation ranks them."""
     clues, start = [], time.perf_counter()
-    for s in tqdm(range(0, len(questions), batch_size), desc=desc, leave=False):
+    for s in bar(range(0, len(questions), batch_size), desc=desc, leave=False):
         batch = examples.make_batch(questions.iloc[s:s + batch_size], inputs)
         clues += model.retrieve(batch, index, dcfg)
     ranked = [rank_passages(c) for c in clues]
@@ -240,7 +240,7 @@ def evaluate_methods(runners: dict, splits: dict[str, pd.DataFrame], texts: dict
     """Run every method on every split; (scores, latency table, runs[(split, method)])."""
     scores, speed, runs = [], [], {}
     for split, q in splits.items():
-        for name, runner in tqdm(runners.items(), desc=f"methods on {split}", leave=False):
+        for name, runner in bar(runners.items(), desc=f"methods on {split}", leave=False):
             run = runner(q)
             runs[(split, name)] = run
             scores.append(score(run, q, texts, ks, lowercase).assign(split=split, method=name))

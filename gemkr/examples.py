@@ -13,7 +13,7 @@ import pandas as pd
 import torch
 
 from .clues import target_clue
-from .detect import with_captions
+from .detect import iou, with_captions
 from .index import CorpusIndex
 from .model import Batch
 from .pretrain import crop, to_tensor
@@ -171,15 +171,6 @@ def batches(questions: pd.DataFrame, inputs: dict, targets: list[list[int]], bat
             texts = [q if d else t for q, t, d in zip(rows["question"], rows["text"], drop[take],
                                                       strict=True)]
         yield make_batch(rows, inputs, [targets[i] for i in take], texts=texts)
-
-
-def iou(a, b) -> float:
-    """Intersection over union of two boxes (x0, y0, x1, y1)."""
-    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = w * h
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 def alignment_objects(bench, dets: pd.DataFrame, inputs: dict, pid_of_obj: dict[int, int],

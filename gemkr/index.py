@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from .artifacts import atomic_path, write_json
+from .progress import bar
 from .shard import IndexError_, Shard, suffix_array
 
 __all__ = ["FORMAT", "VERSION", "CorpusIndex", "IndexError_", "State", "suffix_array"]
@@ -115,7 +115,7 @@ class CorpusIndex:
             vocab_size = max(int(p.max()) for p in pieces(0, len(docs))) + 1
         dtype = _token_dtype(vocab_size)
         shards = []
-        for a, b in tqdm(groups, desc="index shards", disable=not progress):
+        for a, b in bar(groups, desc="index shards", disable=not progress):
             text = np.empty(int(sizes[a:b].sum()), dtype=dtype)
             o = 0
             for piece in pieces(a, b):  # validate, then narrow: no n-sized int64 stream

@@ -45,9 +45,36 @@ def save_json(obj: Any, name: str, profile: str) -> Path:
 
 
 def save_figure(fig: Any, name: str, profile: str) -> list[Path]:
-    """Save a matplotlib figure as PNG + PDF under ``figures/<profile>/``."""
+    """Save a matplotlib figure as PNG + PDF under ``figures/<profile>/`` (shown or not)."""
     _check_name(name)
     paths = plots.save_figure(fig, name, profile)
     for p in paths:
         print(f"saved {rel(p)}")
     return paths
+
+
+def show_figure(fig: Any, caption: str) -> None:
+    """Show `fig` in the notebook where it is made, with `caption` (what to look at) below it.
+
+    Shown explicitly, not left to the backend: ``run_all.sh`` executes the notebooks with the
+    non-interactive Agg backend (byte-stable files), under which no figure would appear in the
+    executed copies. Outside a Jupyter kernel (scripts, tests) nothing is displayed. Inside one,
+    the figure is then closed, so an inline backend does not draw it a second time at the end
+    of the cell; `save_figure` still writes a closed figure."""
+    try:
+        from IPython import get_ipython
+        from IPython.display import Image, Markdown, display
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is None or getattr(shell, "kernel", None) is None:
+        return
+    import io as _io
+
+    import matplotlib.pyplot as plt
+
+    buf = _io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, metadata={"Software": None})
+    display(Image(data=buf.getvalue()))
+    display(Markdown(f"*{caption}*"))
+    plt.close(fig)

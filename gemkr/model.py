@@ -31,6 +31,7 @@ PROMPT = ("Below is a knowledge completion task. Please provide the knowledge ke
           "<ImageHere>\n\n### Response:\n")
 IGNORE = -100
 CAPTION_OPENING = " a picture of"  # how `detect.caption` starts (the visual caption's words)
+CAPTION_JOINT = ":"  # between the detector's caption and the object tokens that follow it
 
 
 def template_ids(tok, bos: int, text: str = "") -> tuple[list[int], list[int]]:
@@ -199,7 +200,7 @@ class GeMKR(nn.Module):
         self.encoder, self.visual_tokens, self.llm = encoder, visual_tokens, llm
         self.tokenizer, self.sp = tokenizer, sp
         self.use_image, self.use_text = use_image, use_text
-        self.visual_caption = False  # set by `trained.assemble` from `visual_caption`
+        self.visual_caption = "off"  # set by `trained.assemble` from `visual_caption`
         self.decode_bf16 = False  # set by `trained.assemble` from `decode_bf16` and the hardware
 
     # --------------------------------------------------------------------------- sequences
@@ -224,7 +225,8 @@ class GeMKR(nn.Module):
         out = []
         for i, text in enumerate(batch.texts):
             if self._inline(batch, visual, i):
-                parts = self._visual_caption(emb, text, visual[i], batch.mask[i], skip)
+                parts = self._visual_caption(emb, text, visual[i], batch.mask[i], skip,
+                                             bool(batch.captioned[i]))
             else:
                 before_ids, _ = template_ids(self.tokenizer, self.sp.bos,
                                              text if self.use_text else "")
@@ -239,21 +241,25 @@ class GeMKR(nn.Module):
         return out
 
     def _inline(self, batch: Batch, visual, i: int) -> bool:
-        """Whether item `i` gets the visual caption (`visual_caption`, no detector caption)."""
-        return (self.visual_caption and visual is not None and batch.captioned is not None
-                and not batch.captioned[i] and batch.mask is not None)
+        """Whether item `i` gets the visual caption (`visual_caption`: "always", or "dropped" and
+        the item has no detector caption)."""
+        if (self.visual_caption == "off" or visual is None or batch.captioned is None
+                or batch.mask is None):
+            return False
+        return self.visual_caption == "always" or not batch.captioned[i]
 
     def _visual_caption(self, emb, text: str, visual: torch.Tensor, mask: torch.Tensor,
-                        skip: int) -> list[torch.Tensor]:
-        """The prompt of a question without the detector's caption, when `visual_caption`: the
-        object tokens of the detected objects stand where the caption's names would
-        ("<question> a picture of <o1> ... <oK>"), the place the reader learned (stage 2) to
-        copy names from; the CLS token stays at <ImageHere>. Measured: with the tokens only at
-        <ImageHere>, the tuned model barely reads them, even when they are the gold name's own
-        token embeddings."""
+                        skip: int, captioned: bool) -> list[torch.Tensor]:
+        """The prompt with the detected objects' tokens where a caption's names stand, the
+        place the reader learned (stage 2) to copy names from: after the detector's caption
+        ("<question> <caption>: <o1> ... <oK>"), or in its place when there is none
+        ("<question> a picture of <o1> ... <oK>"); the CLS token stays at <ImageHere>.
+        Measured: with the tokens only at <ImageHere>, the tuned model barely reads them, even
+        when they are the gold name's own token embeddings."""
         dev = emb.weight.device
         head, tail = PROMPT.split("<ImageHere>")[0].split("{input}")
-        first = [self.sp.bos, *self.tokenizer(head + text + CAPTION_OPENING,
+        joint = CAPTION_JOINT if captioned else CAPTION_OPENING
+        first = [self.sp.bos, *self.tokenizer(head + text + joint,
                                               add_special_tokens=False)["input_ids"]]
         rest = self.tokenizer(tail, add_special_tokens=False)["input_ids"]
         objects = visual[1:][mask[:visual.shape[0] - 1].to(dev)]  # detected objects only

@@ -39,12 +39,12 @@ def first_token(tok, name: str) -> int:
     return int(tok(word_prefix(tok) + name, add_special_tokens=False)["input_ids"][0])
 
 
-def scene_labels(dets: pd.DataFrame) -> dict[int, list[str]]:
-    """scene id -> the detector's labels in confidence order, without repeats (the caption's
-    objects)."""
+def scene_labels(dets: pd.DataFrame, min_score: float = 0.0) -> dict[int, list[str]]:
+    """scene id -> the detector's labels with a score >= `min_score` (`caption_conf`) in
+    confidence order, without repeats (the caption's objects)."""
     from .detect import labels_by_scene
 
-    return {s: list(dict.fromkeys(v)) for s, v in labels_by_scene(dets).items()}
+    return {s: list(dict.fromkeys(v)) for s, v in labels_by_scene(dets, min_score).items()}
 
 
 def probe_questions(questions: pd.DataFrame, labels: dict[int, list[str]], n: int,

@@ -169,7 +169,7 @@ class Retriever:
         img = load_image(image)
         # the PIL image itself: ultralytics reads a numpy array as BGR (OpenCV's order), so
         # np.asarray(img) would hand it red and blue swapped; the notebooks pass file paths
-        res = self.yolo.predict(img, imgsz=self.cfg.det_imgsz, conf=0.25,
+        res = self.yolo.predict(img, imgsz=self.cfg.det_imgsz, conf=self.cfg.det_conf,
                                 max_det=self.cfg.max_objects, device="cpu", verbose=False)[0]
         dets = pd.DataFrame(result_rows(res, self.names, self.cfg.max_objects),
                             columns=["rank", "obj", "label", "conf", "x0", "y0", "x1", "y1"]
@@ -178,7 +178,8 @@ class Retriever:
         objects, mask, geometry = object_inputs(self.p.clip.visual, img,
                                                 dets[["x0", "y0", "x1", "y1"]], size,
                                                 self.cfg.max_objects)
-        return {"image": img, "detections": dets, "caption": caption(dets["label"].tolist()),
+        named = dets.loc[dets["conf"] >= self.cfg.caption_conf, "label"].tolist()
+        return {"image": img, "detections": dets, "caption": caption(named),
                 "images": to_tensor(img, size)[None], "objects": objects, "mask": mask,
                 "geometry": geometry}
 

@@ -92,13 +92,13 @@ def clue_text(tok, tokens) -> str:
 def encode_passages(tok, texts: list[str], batch_size: int = 4096) -> list[np.ndarray]:
     """Token ids of each passage without specials (the index adds [bos] ... [eos]), its first
     word tokenized as in running text (`word_prefix`)."""
-    from tqdm.auto import tqdm
+    from .progress import bar
 
     dtype = np.uint16 if len(tok) <= 65536 else np.uint32
     out: list[np.ndarray] = []
     prefix = word_prefix(tok)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    for s in tqdm(range(0, len(texts), batch_size), desc="tokenizing passages"):
+    for s in bar(range(0, len(texts), batch_size), desc="tokenizing passages"):
         ids = tok([prefix + t for t in texts[s:s + batch_size]],
                   add_special_tokens=False)["input_ids"]
         out.extend(np.asarray(x, dtype=dtype) for x in ids)

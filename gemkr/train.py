@@ -16,10 +16,10 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from .artifacts import atomic_path, write_json
 from .hardware import autocast
+from .progress import bar as progress_bar
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
@@ -118,7 +118,7 @@ def fit(model: torch.nn.Module, loss_fn: Callable, epoch_batches: Callable[[int]
     model.train()
     end = object()
     for epoch in range(start_epoch, epochs):
-        bar = tqdm(total=steps_per_epoch, desc=f"{desc} {epoch + 1}/{epochs}")
+        bar = progress_bar(total=steps_per_epoch, desc=f"{desc} {epoch + 1}/{epochs}")
         batches = iter(epoch_batches(epoch))
         batch, i = next(batches, end), 0
         while batch is not end:

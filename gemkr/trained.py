@@ -282,8 +282,8 @@ def assemble(cfg, clip, llm, tok, sp, names=None) -> GeMKR:
         for p in [*encoder.parameters(), *tokens.parameters()]:
             p.requires_grad_(False)
     model = GeMKR(encoder, tokens, llm, tok, sp, use_image=cfg.use_image, use_text=cfg.use_text)
-    model.visual_caption = bool(cfg.visual_caption and cfg.visual_layout == "objects"
-                                and cfg.use_image and cfg.use_text)
+    model.visual_caption = (cfg.visual_caption if cfg.visual_layout == "objects"
+                            and cfg.use_image and cfg.use_text else "off")
     model.decode_bf16 = bool(cfg.decode_bf16) and bf16_native(
         llm.get_input_embeddings().weight.device)
     return model
@@ -470,14 +470,18 @@ def gemkr_model(cfg, clip, llm, tok, sp, inputs: dict, questions, targets: list[
 
 # ------------------------------------------------------------------------- the whole pipeline
 def detections(cfg, bench):
-    """(detections, captions) the model reads: notebook 02's, or the exact boxes when
-    ``det_oracle_boxes`` (smoke profile; the oracle-box ablation)."""
+    """(detections, captions) the model reads: notebook 02's boxes with a score >= `det_conf`
+    (a variant may read fewer than 02 kept: filtering by score equals predicting at the higher
+    threshold), or the exact boxes when ``det_oracle_boxes`` (smoke profile; the oracle-box
+    ablation); the captions name the labels with a score >= `caption_conf`."""
     from . import detect
 
     if cfg.det_oracle_boxes:
         dets = detect.oracle_detections(bench, cfg.max_objects)
-        return dets, detect.scene_captions(dets, bench.scenes["scene_id"])
-    return detect.load_detections(cfg.profile)
+    else:
+        dets, _ = detect.load_detections(cfg.profile)
+        dets = dets[dets["score"] >= cfg.det_conf].reset_index(drop=True)
+    return dets, detect.scene_captions(dets, bench.scenes["scene_id"], cfg.caption_conf)
 
 
 def scene_inputs(cfg, bench, dets, clip, vision_key: str, force: bool = False) -> dict:

@@ -58,6 +58,13 @@ def test_training_and_prediction_never_touch_the_network(bench, tmp_path, monkey
     for _, g in dets.groupby("scene_id"):  # confidence order = rank order, at most 10
         assert g["rank"].tolist() == list(range(len(g))) and len(g) <= 10
         assert g["score"].is_monotonic_decreasing
+    # `gold_recall` filters one prediction by score: that must equal predicting at the threshold
+    t = float(dets["score"].median())
+    above, _ = detect.predict(model, bench, imgsz=64, conf=t, max_det=10)
+    kept = dets[dets["score"] >= t]
+    assert len(above) > 0 and len(kept) == len(above)
+    assert np.allclose(kept[["x0", "y0", "x1", "y1"]].to_numpy(),
+                       above[["x0", "y0", "x1", "y1"]].to_numpy(), atol=1e-3)
     assert not (tmp_path.parent / "runs").exists()
 
 
@@ -89,3 +96,24 @@ def test_captions_join_questions(bench):
     q = detect.with_captions(bench.questions, caps)
     row = q.iloc[0]
     assert row.caption == caps[row.scene_id] and row.text == f"{row.question} {row.caption}"
+
+
+def test_gold_recall_counts_what_each_threshold_keeps(bench):
+    dets = detect.oracle_detections(bench)
+    # exact boxes with made-up scores: the object of rank r scores 0.9 ** r
+    dets = dets.assign(score=0.9 ** dets["rank"])
+    top = float(dets["score"].max())
+    table = detect.gold_recall(bench, dets, [0.0, 0.85, top + 0.01], split="test")
+    assert table["threshold"].tolist() == [0.0, 0.85, top + 0.01]
+    first, mid, none = table.to_dict("records")
+    assert first["object_detected"] == 1.0 and first["caption_names_object"] == 1.0
+    assert none["object_detected"] == 0.0 and none["boxes_per_scene"] == 0.0
+    # at 0.85 only ranks 0 and 1 remain: a question is covered at least when its object is one
+    q = bench.split("test")
+    rank = dets.set_index(["scene_id", "obj"])["rank"]
+    floor = np.mean([rank.get((s, o), 99) <= 1 for s, o in zip(q.scene_id, q.target_obj,
+                                                                 strict=True)])
+    assert floor <= mid["object_detected"] <= 1.0 and 0 < floor < 1
+    test_scenes = set(q.scene_id)
+    assert mid["boxes_per_scene"] == pytest.approx(
+        ((dets["rank"] <= 1) & dets["scene_id"].isin(test_scenes)).sum() / len(test_scenes))

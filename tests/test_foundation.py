@@ -118,6 +118,28 @@ def test_figures_are_byte_stable_and_named(tmp_path, monkeypatch):
         io.save_figure(None, "bad name", "smoke")
 
 
+def test_show_figure_displays_in_a_kernel_only(monkeypatch):
+    """Executed notebooks run under Agg: the figure must be displayed explicitly (PNG + caption)
+    and closed, so an inline backend does not draw it twice; outside a kernel, nothing."""
+    import IPython
+    import IPython.display
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    shown = []
+    monkeypatch.setattr(IPython.display, "display", lambda obj: shown.append(obj))
+    io.show_figure(fig, "what to look at")  # no kernel: nothing shown, the figure stays open
+    assert shown == [] and plt.fignum_exists(fig.number)
+
+    monkeypatch.setattr(IPython, "get_ipython", lambda: type("Shell", (), {"kernel": object()})())
+    io.show_figure(fig, "what to look at")
+    png, caption = shown
+    assert isinstance(png, IPython.display.Image) and png.data[:8] == b"\x89PNG\r\n\x1a\n"
+    assert caption.data == "*what to look at*"
+    assert not plt.fignum_exists(fig.number)
+
+
 # ------------------------------------------------------------------------------------------ network
 def test_test_process_has_no_network():
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

@@ -259,6 +259,14 @@ def test_more_object_tokens_than_slots_is_a_config_error():
     assert gemkr.get_config("smoke", visual_objects=12, visual_layout="paper").visual_objects == 12
 
 
+def test_visual_caption_and_detector_thresholds_are_checked():
+    with pytest.raises(gemkr.config.ConfigError, match="visual_caption='sometimes'"):
+        gemkr.get_config("smoke", visual_caption="sometimes")
+    with pytest.raises(gemkr.config.ConfigError, match="det_conf=0.3, caption_conf=0.25"):
+        gemkr.get_config("smoke", det_conf=0.3)
+    assert gemkr.get_config("smoke", det_conf=0.25).det_conf == 0.25
+
+
 def test_name_lookup_reads_the_towers_naming():
     """NameLookup against its definition: softmax(s * cos(pool(R), T)) @ E, and a crop the
     tower names sharply as object j becomes (almost) the embedding of j's name."""
@@ -282,14 +290,15 @@ def test_name_lookup_reads_the_towers_naming():
 
 
 def test_visual_caption_puts_detected_object_tokens_where_the_caption_goes(tiny):
-    """Without the detector's caption (and `visual_caption`), the prompt is '<question> a
+    """`visual_caption="dropped"`: without the detector's caption the prompt is '<question> a
     picture of' + the detected objects' tokens + the rest of the template + CLS; with it, the
-    tokens stay at <ImageHere>. Empty slots are left out."""
-    from gemkr.model import CAPTION_OPENING, PROMPT, Batch, template_ids
+    tokens stay at <ImageHere>. "always": a captioned prompt gets them after its caption
+    ('<question> <caption>:' + tokens). Empty slots are left out."""
+    from gemkr.model import CAPTION_JOINT, CAPTION_OPENING, PROMPT, Batch, template_ids
 
     cfg, tok, sp, llm = tiny
     model = GeMKR(None, None, llm, tok, sp)
-    model.visual_caption = True
+    model.visual_caption = "dropped"
     hidden = llm.get_input_embeddings().weight.shape[1]
     visual = torch.randn(2, 4, hidden)  # CLS + 3 object tokens
     mask = torch.tensor([[True, False, True, False], [True, True, True, True]])
@@ -308,9 +317,18 @@ def test_visual_caption_puts_detected_object_tokens_where_the_caption_goes(tiny)
         before = template_ids(tok, sp.bos, text)[0]
         torch.testing.assert_close(plain, torch.cat([emb(torch.tensor(before)), visual[1],
                                                      emb(torch.tensor(after))]))
-    model.visual_caption = False  # switched off: the caption-less prompt keeps the old layout
-    (off, _), _ = model._pieces(batch, visual)
+    model.visual_caption = "always"  # the captioned prompt too, after its caption
+    (again, _), (joined, _) = model._pieces(batch, visual)
+    torch.testing.assert_close(again, inline)
+    first = [sp.bos, *tok(head + text + CAPTION_JOINT, add_special_tokens=False)["input_ids"]]
+    with torch.no_grad():
+        torch.testing.assert_close(joined, torch.cat([
+            emb(torch.tensor(first)), visual[1, 1:], emb(torch.tensor(rest)), visual[1, :1],
+            emb(torch.tensor(after))]))
+    model.visual_caption = "off"  # switched off: both prompts keep the paper's layout
+    (off, _), (plain_off, _) = model._pieces(batch, visual)
     assert off.shape[0] == len(before) + 4 + len(after)
+    torch.testing.assert_close(plain_off, plain)
 
 
 def test_make_batch_marks_the_texts_without_caption():

@@ -54,6 +54,18 @@ def goals_section() -> str:
             + table(rows))
 
 
+def detector_section() -> str:
+    r = read("02_recall.csv")
+    rows = pd.DataFrame({"confidence threshold": r.threshold.map(lambda t: f"{t:g}"),
+                         "boxes per scene": r.boxes_per_scene.map(lambda x: f"{x:.2f}"),
+                         "objects per scene": r.objects_per_scene.map(lambda x: f"{x:.2f}"),
+                         "asked-about object has a box": r.object_detected.map(f3),
+                         "caption names it": r.caption_names_object.map(f3)})
+    return ("**What the detector leaves the model** (`02_recall.csv`, test questions; a box is "
+            "the object's at IoU >= 0.5; the model reads every box above `det_conf`, the "
+            "caption names those above `caption_conf`):\n\n" + table(rows))
+
+
 def main_section() -> str:
     m = read("05_main_results.csv")
     m = m[(m.split == "test") & (m.kb == KB)]
@@ -163,8 +175,8 @@ def processors_section() -> str:
 
 
 def render() -> str:
-    parts = [goals_section(), main_section(), caption_section(), ablation_section(),
-             stages_section(), runtime_section(), processors_section()]
+    parts = [goals_section(), detector_section(), main_section(), caption_section(),
+             ablation_section(), stages_section(), runtime_section(), processors_section()]
     return BEGIN + "\n\n" + "\n\n".join(parts) + "\n\n" + END
 
 

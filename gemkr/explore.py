@@ -80,8 +80,10 @@ def widget(pipeline, questions, index, dcfg):
     current: dict = {}
 
     def render(*_):
+        if current.get("busy"):  # a new question is being set up: decode() renders once at its end
+            return
         with out:
-            out.clear_output()
+            out.clear_output(wait=True)  # cleared when the new output arrives: no empty frame
             print("input:", current["text"])
             display(current["trace"].iloc[: step.value + 1])
 
@@ -94,8 +96,11 @@ def widget(pipeline, questions, index, dcfg):
         current.update(text=q["text"].iloc[0], trace=trace(
             pipeline.model, make_batch(q, pipeline.inputs), index, tokens, pipeline.tok))
         last = len(current["trace"]) - 1
-        with step.hold_trait_notifications():  # one render for the new question, at its end
+        current["busy"] = True  # moving the slider to the new end must not render a second time
+        try:
             step.max, step.value = last, last
+        finally:
+            current["busy"] = False
         render()
 
     pick.observe(decode, "value")

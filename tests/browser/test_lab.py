@@ -180,12 +180,13 @@ def test_notebook_08_and_its_decoding_explorer(lab, page):
     # another question: the input line and the trace change
     options = explorer.locator(".widget-dropdown select option")
     explorer.locator(".widget-dropdown select").select_option(index=min(1, options.count() - 1))
-    # the output is cleared, then refilled: wait for the new input line and its table
-    page.wait_for_function(
+    # the output is replaced: wait for the new input line and its table, and read the text in
+    # the same check (a second read could land between two renders)
+    refilled = page.wait_for_function(
         "(prev) => { const t = document.querySelector('.widget-output').innerText;"
         " return t !== prev && t.includes('input:') &&"
-        " document.querySelectorAll('.widget-output table tbody tr').length > 0; }",
-        arg=_explorer_text(page), timeout=120_000)
-    assert _explorer_text(page).splitlines()[0] != first.splitlines()[0]
+        " document.querySelectorAll('.widget-output table tbody tr').length > 0 ? t : null; }",
+        arg=_explorer_text(page), timeout=120_000).json_value()
+    assert refilled.splitlines()[0] != first.splitlines()[0]
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / "08_case_studies.png"), full_page=True)

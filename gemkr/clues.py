@@ -50,3 +50,20 @@ def clue_walk(index: CorpusIndex, tokens: list[int], anchor_bos: bool = False) -
         rows.append({"step": i, "token": int(t), "allowed": int(index.allowed(st).size),
                      "occurrences": st.count, "passages": int(len(index.state_docs(st)))})
     return rows
+
+
+def target_gallery(index: CorpusIndex, pids, tok, max_tokens: int = 9, min_tokens: int = 1,
+                   opening_tokens: int = 12):
+    """One row per passage id in `pids`: its opening, its clue target (shortest unique span from
+    the start, capped at `max_tokens`), the target's length, whether it is unique and how many
+    passages contain it (notebook 03's section on clue targets)."""
+    import pandas as pd
+
+    rows = []
+    for pid in pids:
+        passage = index.passage_tokens(index.number_of(pid))
+        t = target_clue(index, passage, max_tokens, min_tokens)
+        rows.append({"pid": pid, "passage opening": tok.decode(passage[:opening_tokens].tolist()),
+                     "clue target": tok.decode(list(t.tokens)), "tokens": len(t.tokens),
+                     "unique": t.unique, "passages": t.n_docs})
+    return pd.DataFrame(rows)

@@ -108,3 +108,23 @@ def widget(pipeline, questions, index, dcfg):
     step.observe(render, "value")
     decode()
     return w.VBox([pick, typed, step, out])
+
+
+def masked_step(logprobs: torch.Tensor, allowed: np.ndarray, tok, top: int = 8) -> pd.DataFrame:
+    """One constrained decoding step made visible: the `top` allowed tokens by the model's
+    probability over the whole vocabulary and after the mask (every other token's logit set to
+    -inf, so the allowed ones share all the probability); the last row sums up the rest."""
+    p_all = torch.softmax(logprobs.float(), -1)
+    ids = torch.as_tensor(np.asarray(allowed, dtype=np.int64))
+    p_in = p_all[ids]
+    p_masked = p_in / p_in.sum()
+    order = torch.argsort(p_masked, descending=True)[:top]
+    rows = [{"token": tok.decode([int(ids[i])]), "p (whole vocabulary)": float(p_in[i]),
+             "p (allowed only)": float(p_masked[i])} for i in order]
+    rest = torch.ones_like(p_masked, dtype=torch.bool)
+    rest[order] = False
+    if rest.any():
+        rows.append({"token": f"({int(rest.sum())} other allowed tokens)",
+                     "p (whole vocabulary)": float(p_in[rest].sum()),
+                     "p (allowed only)": float(p_masked[rest].sum())})
+    return pd.DataFrame(rows)

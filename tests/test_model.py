@@ -163,3 +163,70 @@ def test_forward_equals_plain_cross_entropy_per_item(setup):
         reference = float(sum(losses)) / count
         for share in (False, True):
             assert abs(float(model(batch, share_opening=share)) - reference) < 1e-4, share
+
+
+def _look_batch(cfg, docs, captioned):
+    g = torch.Generator().manual_seed(3)
+    s = cfg.vit_image_size
+    return Batch(torch.randn(2, 3, s, s, generator=g),
+                 torch.randn(2, 2, cfg.vit_width, generator=g),
+                 torch.tensor([[True, True], [True, False]]),
+                 ["What is this? a picture of a banana and an owl", "Hm?"],
+                 [docs[0][:3].tolist(), docs[5][:2].tolist()], captioned=captioned)
+
+
+@pytest.mark.parametrize("layout", ["off", "always", "dropped"])
+def test_training_sequence_is_the_models_sequence_with_loss_on_the_clue_only(setup, layout):
+    from gemkr import anatomy
+
+    cfg, model, _, docs = setup
+    model.visual_caption = layout
+    try:
+        batch = _look_batch(cfg, docs, [True, False])
+        for i, n_objects in ((0, 2), (1, 1)):
+            seq = anatomy.training_sequence(model, batch, i)
+            clue = seq[seq.kind == "clue"]
+            target = batch.targets[i]
+            assert len(clue) == len(target) + 1 and clue.position.is_monotonic_increasing
+            assert clue.position.iloc[-1] == len(seq) - 1, "the clue and EOS end the sequence"
+            assert clue.label.tolist() == [model.tokenizer.decode([t]) for t in
+                                           [*target, model.sp.eos]]
+            assert (seq.loc[seq.kind != "clue", "label"] == "masked").all()
+            inline = layout == "always" or (layout == "dropped" and i == 1)
+            kinds = set(seq.kind)
+            if inline:  # the detected objects' tokens where a caption's names go, CLS after
+                assert (seq.kind == "object token").sum() == n_objects and "CLS token" in kinds
+            else:
+                assert (seq.kind == "visual token").sum() == 3  # CLS + 2 (paper layout)
+        shapes = anatomy.forward_shapes(model, batch).set_index("tensor")["shape"]
+        assert shapes["inputs_embeds"].endswith(f", {cfg.llm_hidden})")
+        assert shapes["visual tokens"] == f"(2, 3, {cfg.llm_hidden})" and shapes["loss"] == "()"
+    finally:
+        model.visual_caption = "off"
+
+
+def test_training_sequence_fails_when_its_layout_drifts_from_the_model(setup, monkeypatch):
+    from gemkr import anatomy
+
+    cfg, model, _, docs = setup
+    model.visual_caption = "always"
+    monkeypatch.setattr(anatomy, "CAPTION_JOINT", " and then")  # not what the model writes
+    try:
+        with pytest.raises(AssertionError, match="drifted|positions"):
+            anatomy.training_sequence(model, _look_batch(cfg, docs, [True, True]), 0)
+    finally:
+        model.visual_caption = "off"
+
+
+def test_architecture_figure_labels_the_live_shapes(setup):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from gemkr import anatomy
+
+    cfg, model, _, docs = setup
+    shapes = anatomy.forward_shapes(model, _look_batch(cfg, docs, [True, True]))
+    fig = anatomy.architecture_figure(cfg, model, shapes)
+    texts = " ".join(t.get_text() for t in fig.axes[0].texts)
+    assert anatomy.shape_of(shapes, "visual tokens") in texts and "LoRA r=8" in texts
+    assert f"det_conf {cfg.det_conf}" in texts and len(fig.axes[0].texts) == 9

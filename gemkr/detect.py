@@ -54,6 +54,11 @@ def _offline_ultralytics() -> None:
 
     if hasattr(patches, "_pil_plugins_registered"):
         patches._pil_plugins_registered = True
+    from ultralytics.utils.tqdm import TQDM
+
+    from .progress import force_off
+
+    force_off(TQDM)  # under TQDM_DISABLE: its image cache bar passes disable=False
 
 
 def export_dataset(bench, out: Path, splits: tuple[str, ...] = ("train", "val", "test")) -> Path:

@@ -78,3 +78,33 @@ def show_figure(fig: Any, caption: str) -> None:
     display(Image(data=buf.getvalue()))
     display(Markdown(f"*{caption}*"))
     plt.close(fig)
+
+
+# What an executed notebook must not hold: a reader of the committed copy (GitHub, JupyterLab
+# without a kernel) sees frozen widgets, escape codes and memory addresses as noise.
+_NOISE = {
+    "ANSI escape codes": re.compile(r"\x1b\["),
+    "carriage-return progress": re.compile(r"\r(?!\n)"),
+    "DEBUG log lines": re.compile(r"^DEBUG\b", re.MULTILINE),
+    "object reprs": re.compile(r"<[\w.]+ (object )?at 0x[0-9a-f]+>"),
+}
+
+
+def output_noise(notebook: str | Path) -> list[str]:
+    """``"cell N: <kind>"`` for each code cell of an executed notebook whose outputs hold
+    progress widgets, ANSI escapes, carriage-return progress lines, DEBUG log lines or object
+    reprs (one entry per cell and kind); [] for a clean notebook."""
+    import json
+
+    found = []
+    cells = json.loads(Path(notebook).read_text())["cells"]
+    for i, cell in enumerate(cells):
+        kinds: set[str] = set()
+        for out in cell.get("outputs", []):
+            data = out.get("data", {})
+            if "application/vnd.jupyter.widget-view+json" in data:
+                kinds.add("progress or other widgets")
+            text = "".join(out.get("text", "")) + "".join(data.get("text/plain", ""))
+            kinds |= {k for k, pattern in _NOISE.items() if pattern.search(text)}
+        found += [f"cell {i}: {k}" for k in sorted(kinds)]
+    return found

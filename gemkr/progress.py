@@ -23,3 +23,32 @@ def bar(iterable=None, *, disable: bool = False, **kwargs):
     from tqdm.auto import tqdm
 
     return tqdm(iterable, disable=hidden(disable), **kwargs)
+
+
+def force_off(cls) -> None:
+    """Under ``TQDM_DISABLE``, make `cls` (a library's progress-bar class) start disabled
+    whatever its caller passes (ultralytics' image cache passes ``disable=False`` and prints
+    ANSI escapes into the notebook: `detect` calls this). A no-op without the variable."""
+    if not hidden():
+        return
+    init = cls.__init__
+    if getattr(init, "_gemkr_forced_off", False):
+        return
+
+    def forced(self, *args, **kwargs):
+        kwargs["disable"] = True
+        init(self, *args, **kwargs)
+
+    forced._gemkr_forced_off = True
+    forced._gemkr_original = init
+    cls.__init__ = forced
+
+
+def silence_library_bars() -> None:
+    """Under ``TQDM_DISABLE``, also hide the notebook widgets libraries open themselves
+    (transformers' GGUF loader, the benchmark's scene renderer): tqdm's notebook bar treats a
+    missing ``disable`` as False. Called by `gemkr.setup`; a no-op without the variable, so
+    interactive runs keep their bars."""
+    from tqdm import notebook
+
+    force_off(notebook.tqdm_notebook)

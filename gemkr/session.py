@@ -14,7 +14,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from . import artifacts, plots, prerequisites
+from . import artifacts, plots, prerequisites, progress
 from .config import Config, get_config
 from .paths import STAGES, artifacts_dir, figures_dir, rel, results_dir
 from .seed import seed_everything, stage_rng
@@ -103,6 +103,7 @@ def setup(
     )
     artifacts.clean_stale_temps(ctx.artifacts)
     plots.set_theme()
+    progress.silence_library_bars()  # under TQDM_DISABLE (run_all.sh): no library's bars either
     if not quiet:
         print(banner(ctx))
     return ctx

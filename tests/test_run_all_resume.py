@@ -16,6 +16,7 @@ import psutil
 import pytest
 
 from gemkr.config import get_config
+from gemkr.io import output_noise
 from gemkr.paths import REPO_ROOT
 
 # tables that hold no timings: equal, byte for byte, whatever the interruption
@@ -96,3 +97,6 @@ def test_stamps_from_and_a_killed_run_that_resumes():
     if hashlib.sha256(weights.read_bytes()).hexdigest() != baseline_weights:
         differ.append("GeMKR's trained weights")
     assert not differ, f"the resumed run differs from the uninterrupted one in {differ}"
+    # what the run left for a reader: executed copies without widgets, escapes or reprs
+    noisy = {p.stem: output_noise(p) for p in sorted((RESULTS / "executed").glob("*.ipynb"))}
+    assert len(noisy) == 9 and not any(noisy.values()), noisy

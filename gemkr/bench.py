@@ -2,6 +2,7 @@
 query latencies. Speed goals live here and in the CSVs, never in timed tests.
 
     python -m gemkr.bench --tokens 1e7 1e8   # synthetic corpora -> bench_index_synthetic.csv
+    python -m gemkr.bench --kb-passages 1e6  # a knowledge base file -> bench_kb_file.csv
 
 Notebook 03 calls `bench_index` on the profile's real knowledge bases (-> bench_index.csv).
 Targets (issue 4, 2-core CPU, 10M tokens) are carried in the rows of corpora up to 20M tokens,
@@ -14,6 +15,7 @@ import argparse
 import time
 import tracemalloc
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -130,14 +132,96 @@ def latency_ratios(df: pd.DataFrame, small: str, large: str) -> pd.DataFrame:
     return out
 
 
+def write_kb_file(path, n_passages: int, seed: int = 0) -> int:
+    """A JSONL knowledge base of `n_passages` made-up passages ("word, word: gloss", 4-24 words
+    drawn from a Zipf-skewed list of English words, about 100 bytes each); returns its bytes."""
+    import json
+
+    from .data import wordnet
+
+    words = sorted({w for syn in wordnet.load_nouns().values() for lemma in syn.lemmas
+                    for w in lemma.replace("_", " ").split() if w.isalpha()})
+    rng = np.random.default_rng(seed)
+    with open(path, "w", encoding="utf-8") as f:
+        for start in range(0, n_passages, 100_000):
+            n = min(100_000, n_passages - start)
+            picks = rng.zipf(1.3, size=(n, 26)) % len(words)
+            lengths = rng.integers(4, 25, size=n)
+            for i in range(n):
+                w = [words[j] for j in picks[i, :lengths[i] + 2]]
+                f.write(json.dumps({"id": f"p{start + i}", "text": f"{w[0]}, {w[1]}: "
+                                    + " ".join(w[2:])}) + "\n")
+    return Path(path).stat().st_size
+
+
+def _measure_kb_file(path: str, folder: str) -> dict:
+    """In this process: `kb.user_index` of the file from nothing (read, check and hash in one
+    pass, tokenize, index, save), its seconds and this process's peak resident memory."""
+    import resource
+
+    from .kb import user_index
+    from .tokenizer import load_tokenizer
+
+    tok = load_tokenizer("smollm2")
+    start = time.perf_counter()
+    built = user_index(path, tok, "smollm2", "bench", force=True, folder=folder)
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+    return {"passages": len(built.passages), "tokens": built.index.num_tokens,
+            "seconds": seconds, "peak_rss_bytes": peak}
+
+
+def bench_kb_file(n_passages: int, workdir) -> pd.DataFrame:
+    """Write a JSONL of `n_passages` (`write_kb_file`) and index it in a fresh process (so its
+    peak memory is the knowledge base's alone); one row of measurements, target: <= 4 GB."""
+    import json
+    import subprocess
+    import sys
+
+    from .hardware import cores, processor
+
+    work = Path(workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    path = work / "passages.jsonl"
+    size = write_kb_file(path, n_passages)
+    out = subprocess.run([sys.executable, "-m", "gemkr.bench", "--measure-kb-file", str(path),
+                          str(work / "index")], capture_output=True, text=True, check=True)
+    m = json.loads(out.stdout.strip().splitlines()[-1])
+    return pd.DataFrame([{"processor": processor(), "cores": cores(), "passages": m["passages"],
+                          "file_MB": size / 1e6,
+                          "tokens": m["tokens"], "seconds": m["seconds"],
+                          "passages_per_s": m["passages"] / m["seconds"],
+                          "peak_rss_GB": m["peak_rss_bytes"] / 1e9, "target_max_GB": 4.0,
+                          "meets_target": "yes" if m["peak_rss_bytes"] <= 4e9 else "no"}])
+
+
 def main(argv: Sequence[str] | None = None) -> None:
+    import json
+
     from . import io
 
     ap = argparse.ArgumentParser(description="benchmark the corpus index on synthetic corpora")
     ap.add_argument("--tokens", nargs="+", type=float, default=[1e7, 1e8])
     ap.add_argument("--profile", default="default", help="results/<profile>/ receives the CSV")
     ap.add_argument("--queries", type=int, default=300)
+    ap.add_argument("--kb-passages", type=float, default=None,
+                    help="instead: index a JSONL file of this many passages (bench_kb_file.csv)")
+    ap.add_argument("--workdir", default=None, help="where --kb-passages writes its file "
+                    "(default: a temporary folder)")
+    ap.add_argument("--measure-kb-file", nargs=2, metavar=("FILE", "FOLDER"),
+                    help=argparse.SUPPRESS)  # the child process of --kb-passages
     args = ap.parse_args(argv)
+    if args.measure_kb_file:
+        print(json.dumps(_measure_kb_file(*args.measure_kb_file)))
+        return
+    if args.kb_passages:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            df = bench_kb_file(int(args.kb_passages), args.workdir or tmp)
+        print(df.to_string(index=False))
+        io.save_table(df, "bench_kb_file", args.profile)
+        return
     frames = []
     for n in args.tokens:
         label = f"synthetic_{int(n / 1e6)}M"

@@ -276,11 +276,18 @@ def first_doc(index: CorpusIndex, state: State) -> np.ndarray:
     return np.empty(0, np.int64)
 
 
-def rank_passages(clues: list[Clue]) -> list[int]:
-    """The retrieval: passages of the clues in clue order, de-duplicated keeping the first."""
-    seen: dict[int, None] = {}
+def clue_hits(clues: list[Clue]) -> dict[int, Clue]:
+    """Passage -> the first clue that found it, in clue order (passages of one clue in the
+    order the index returns them): the one ranking of GeMKR's retrieval, for the notebooks'
+    evaluation (`rank_passages`) and for single queries (`Retriever`)."""
+    hits: dict[int, Clue] = {}
     for c in clues:
         for d in c.docs.tolist():
-            seen.setdefault(int(d), None)
-    return list(seen)
+            hits.setdefault(int(d), c)
+    return hits
+
+
+def rank_passages(clues: list[Clue]) -> list[int]:
+    """The retrieval: passages of the clues in clue order, de-duplicated keeping the first."""
+    return list(clue_hits(clues))
 

@@ -347,13 +347,21 @@ def load_detections(profile: str) -> tuple[pd.DataFrame, dict[int, str]]:
     return dets, dict(zip(caps["scene_id"].tolist(), caps["caption"].tolist(), strict=True))
 
 
+def input_text(question: str, caption: str) -> str:
+    """The text GeMKR and the text baselines read for one question: the question, a space and
+    the detector's caption (the paper's model input). The one place it is built: the notebooks
+    (`with_captions`), the retriever, the decoding explorer and the baselines all call it."""
+    return f"{question} {caption}"
+
+
 def with_captions(questions: pd.DataFrame, captions: dict[int, str]) -> pd.DataFrame:
-    """The questions with their scene's caption filled in, and ``text`` = question + " " +
-    caption: the model input of the paper (paper-notes §7). A caption the dataset already carries
-    (paper profile) is kept."""
+    """The questions with their scene's caption filled in, and ``text`` = `input_text`: the
+    model input of the paper. A caption the dataset already carries (paper profile) is kept."""
     filled = questions["caption"].where(questions["caption"] != "",
                                         questions["scene_id"].map(captions).fillna(""))
-    return questions.assign(caption=filled, text=questions["question"] + " " + filled)
+    text = [input_text(q, c) for q, c in zip(questions["question"], filled, strict=True)]
+    return questions.assign(caption=filled, text=pd.Series(text, index=questions.index,
+                                                           dtype=object))
 
 
 def prediction_grid(bench, dets: pd.DataFrame, scene_ids: list[int], ncols: int = 4):

@@ -16,6 +16,7 @@ import torch
 
 from . import examples, metrics
 from .decoding import Clue, DecodeConfig, rank_passages
+from .detect import input_text
 from .progress import bar
 
 
@@ -196,7 +197,8 @@ def query_views(questions: pd.DataFrame, inputs: dict) -> dict:
     """What each kind of method may read about the questions."""
     rows = [inputs["row"][int(s)] for s in questions["scene_id"].tolist()]
     return {"question": questions["question"].tolist(),
-            "question + caption": (questions["question"] + " " + questions["caption"]).tolist(),
+            "question + caption": [input_text(q, c) for q, c in
+                                   zip(questions["question"], questions["caption"], strict=True)],
             "images": inputs["images"][torch.as_tensor(rows, dtype=torch.long)],
             "objects": inputs["objects"][torch.as_tensor(rows, dtype=torch.long)],
             "mask": inputs["mask"][torch.as_tensor(rows, dtype=torch.long)],

@@ -68,6 +68,7 @@ def widget(pipeline, questions, index, dcfg):
     import ipywidgets as w
     from IPython.display import display
 
+    from .detect import input_text
     from .evaluate import gemkr_search
     from .examples import make_batch
 
@@ -90,7 +91,7 @@ def widget(pipeline, questions, index, dcfg):
     def decode(*_):
         q = questions.iloc[[pick.value]].copy()
         if typed.value.strip():
-            q["text"] = typed.value.strip() + " " + q["caption"]
+            q["text"] = input_text(typed.value.strip(), q["caption"].iloc[0])
         run = gemkr_search(pipeline.model, pipeline.inputs, q, index, dcfg)
         tokens = list(run.clues[0][0].tokens) if run.clues[0] else []
         current.update(text=q["text"].iloc[0], trace=trace(

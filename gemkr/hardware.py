@@ -21,6 +21,19 @@ def cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+def processor() -> str | None:
+    """The CPU's model name (Linux ``/proc/cpuinfo``; None where it cannot be read)."""
+    from pathlib import Path
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
 def bf16_native(device="cpu") -> bool:
     """Whether bfloat16 products run natively on `device` (CPU: oneDNN's AVX512-BF16 / AMX
     check; CUDA: the GPU's own check)."""

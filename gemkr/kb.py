@@ -214,13 +214,14 @@ def cache_folder(profile: str, digest: str) -> Path:
 
 
 def user_index(path: str | Path, tok, tokenizer_name: str, profile: str,
-               force: bool = False) -> UserKB:
-    """Load and index a knowledge base file (cached by its content hash and the tokenizer)."""
+               force: bool = False, folder: str | Path | None = None) -> UserKB:
+    """Load and index a knowledge base file (cached by its content hash and the tokenizer,
+    under the profile's ``kb/`` folder, or under `folder` when given)."""
     from .kb_index import index_cache, kb_index
 
     start = time.perf_counter()
     passages, digest = read_passages(path)  # read, checked and hashed in one pass
-    folder = cache_folder(profile, digest)
+    folder = cache_folder(profile, digest) if folder is None else Path(folder)
     built = not index_cache(profile, "index", passages, tokenizer_name, force, folder).valid
     index = kb_index(profile, "index", passages, tok, tokenizer_name, force=force, root=folder)
     return UserKB(Path(path).name, passages, index, folder, built, time.perf_counter() - start)

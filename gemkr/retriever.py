@@ -235,6 +235,8 @@ class Retriever:
         the file's id), text, clue (GeMKR's clue that found the passage), score (GeMKR: the
         clue's length-normalised log-probability; baselines: their similarity). `image`: a
         path, a PIL image, an HxWx3 uint8 array, or what `scene` returned for it."""
+        from .detect import input_text
+
         if not isinstance(question, str) or not question.strip():
             raise InputError("the question is empty")
         if method not in METHODS:
@@ -244,7 +246,7 @@ class Retriever:
         passages, index, _ = self.knowledge_base(kb)
         # a picture already run through `scene` (a dict) is not detected and encoded again
         scene = image if isinstance(image, dict) else self.scene(image)
-        text = f"{question.strip()} {scene['caption']}"
+        text = input_text(question.strip(), scene["caption"])
         if method == "gemkr":
             hits = self._gemkr(scene, text if self.cfg.use_caption else question.strip(), index)
         elif method == "clip-crops":
@@ -261,17 +263,14 @@ class Retriever:
         return pd.DataFrame(out, columns=COLUMNS)
 
     def _gemkr(self, scene: dict, text: str, index) -> list[tuple[int, str, float]]:
-        from .decoding import DecodeConfig
+        from .decoding import DecodeConfig, clue_hits
         from .model import Batch
 
         batch = Batch(scene["images"], scene["objects"], scene["mask"], [text], None,
                       scene.get("geometry"), captioned=[bool(self.cfg.use_caption)])
         clues = self.p.model.retrieve(batch, index, DecodeConfig.from_config(self.cfg))[0]
-        hits: dict[int, tuple[str, float]] = {}
-        for c in clues:  # passages in clue order, each with the first clue that found it
-            for pid in c.docs.tolist():
-                hits.setdefault(int(pid), (clue_text(self.p.tok, c.tokens), float(c.score)))
-        return [(pid, clue, score) for pid, (clue, score) in hits.items()]
+        return [(pid, clue_text(self.p.tok, c.tokens), float(c.score))
+                for pid, c in clue_hits(clues).items()]
 
     def compare(self, image, questions: list[str], kb: str | Path = "KB-L", k: int = 5,
                 methods: tuple[str, ...] = METHODS) -> pd.DataFrame:

@@ -235,3 +235,14 @@ def test_vectors_are_cached_next_to_the_index(tmp_path, tok, kb_root):
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-4)
     assert (user.folder / "minilm.npy").exists()
     assert np.array_equal(kb.user_vectors(user, None), vectors)  # loaded, no encoder needed
+
+
+def test_kb_file_benchmark_indexes_a_generated_file_in_a_fresh_process(tmp_path):
+    from gemkr import bench
+
+    size = bench.write_kb_file(tmp_path / "kb.jsonl", 300)
+    passages = kb.load_passages(tmp_path / "kb.jsonl")
+    assert len(passages) == 300 and passages["id"].is_unique and size > 300 * 40
+    row = bench.bench_kb_file(500, tmp_path / "run").iloc[0]
+    assert row["passages"] == 500 and row["tokens"] > 500 * 5
+    assert 0 < row["peak_rss_GB"] < row["target_max_GB"] and row["meets_target"] == "yes"

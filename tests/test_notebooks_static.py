@@ -64,3 +64,17 @@ def test_notebook_anatomy(path):
         [i for i, c in enumerate(cells) if notebooks.source(c).startswith("## Checks")][0] + 1
     ]
     assert "assert" in notebooks.source(checks), "## Checks is followed by asserts"
+    # teaching balance: prose at least 1.2x the code cells, short code cells
+    assert len(md) >= 1.2 * len(code), f"{path.name}: {len(md)} markdown / {len(code)} code cells"
+    lines = sorted(sum(1 for ln in notebooks.source(c).splitlines() if ln.strip()) for c in code)
+    median = (lines[(len(lines) - 1) // 2] + lines[len(lines) // 2]) / 2
+    assert median <= 10, f"{path.name}: median code cell of {median} lines"
+    # it ends with exercises, each saying what the learner should see
+    assert md[-1].startswith("## Exercises"), f"{path.name}: last cell is not '## Exercises'"
+    items = re.split(r"\n(?=\d+\. )", md[-1].split("\n", 1)[1].strip())
+    assert len(items) >= 2 and all("*What you should see:*" in it for it in items), \
+        f"{path.name}: an exercise without its 'What you should see'"
+    # nothing the repository does not hold is referenced
+    for m in md:
+        assert not re.search(r"paper-notes|DESIGN\.md|DESIGN §|issue \d+", m), \
+            f"{path.name}: a reference to a file or issue the repository does not hold"

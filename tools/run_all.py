@@ -166,18 +166,11 @@ def hardware() -> dict:
     (bfloat16 where native, else float32; the two train to different numbers)."""
     import torch
 
-    from gemkr.hardware import bf16_native
+    from gemkr.hardware import bf16_native, processor
 
-    model = None
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     native = bf16_native("cpu")
-    return {"processor": model, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+    return {"processor": processor(), "cores": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
             "bf16_native": native, "gpu": torch.cuda.get_device_name(0)
             if torch.cuda.is_available() else None,
             "path": "bfloat16 autocast (native)" if native else "float32"}

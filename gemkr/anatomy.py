@@ -131,6 +131,15 @@ def shape_of(shapes: pd.DataFrame, tensor: str) -> str:
     return hit.iloc[0] if len(hit) else ""
 
 
+def _token_kinds(model: GeMKR) -> str:
+    """How this model makes its visual tokens, for the figure."""
+    vt = model.visual_tokens
+    if vt.layout == "paper":
+        return "CLS + 2 prefix rows:\nLN + Linear"
+    objects = "name lookup" if vt.names is not None else "LN + Linear"
+    return f"CLS: LN + Linear;\nobjects: {objects}" + (" + box" if vt.geo is not None else "")
+
+
 def architecture_figure(cfg, model: GeMKR, shapes: pd.DataFrame):
     """The model as boxes and arrows, each box labelled from the live config and the measured
     shapes of `forward_shapes` (detector -> crops -> ViT -> visual tokens -> LLM + LoRA ->
@@ -149,7 +158,7 @@ def architecture_figure(cfg, model: GeMKR, shapes: pd.DataFrame):
         "vit": (2.3, 2.0, f"frozen ViT, {len(enc.trunk.blocks)} blocks\nprefix P_l = E_l + R in "
                 f"last {enc.n_prefix}\ndual-flow gates g_l,h\nCLS "
                 f"{shape_of(shapes, 'scene CLS')}", "#cfe3f6"),
-        "tokens": (4.7, 1.2, f"visual tokens\nCLS: Linear; objects:\nname lookup + box\n"
+        "tokens": (4.7, 1.2, f"visual tokens\n{_token_kinds(model)}\n"
                    f"{shape_of(shapes, 'visual tokens')}", "#d7efd2"),
         "prompt": (4.7, 3.0, "prompt template\nquestion + caption\n(visual tokens spliced in)",
                    "#e0e0e0"),

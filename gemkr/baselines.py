@@ -101,6 +101,6 @@ class RandomFloor:
 
 
 def oracle_queries(questions: pd.DataFrame) -> list[str]:
-    """Queries for the oracle-label upper bound: the target object's name (never shown to any
+    """Queries for the oracle-label reference point: the target object's name (never shown to any
     real method), searched with the same retriever as the question baselines."""
     return questions["target_name"].tolist()

@@ -2,9 +2,10 @@
 
 Run by ``./run_tests.sh --browser`` (which installs Debian's chromium and the pinned playwright
 when missing, and makes sure the `smoke` artifacts of notebooks 01-04 exist). JupyterLab serves a
-temporary copy of notebooks/ on a free loopback port; the test opens notebook 01 and notebook 08,
+temporary copy of notebooks/ on a free loopback port; the test opens notebooks 01, 04 and 08,
 runs every cell from the Run menu, saves, and reads the saved notebook back through the server's
-REST API: no cell may hold an error output. In 08 it then moves the decoding explorer's controls
+REST API: no cell may hold an error output. In 04 the architecture figure must show; in 08 it
+then moves the decoding explorer's controls
 (question, step) and checks that the rendered table follows. Screenshots go to
 ``results/smoke/browser/``. The server and its kernels are stopped in every case.
 """
@@ -115,7 +116,7 @@ def page():
 
 def _open_and_run_all(page, lab, name: str) -> None:
     page.goto(f"{lab['base']}/lab/tree/{name}?token={lab['token']}")
-    page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=120_000)
+    page.wait_for_selector(".jp-NotebookPanel:visible .jp-Cell", timeout=120_000)  # its tab
     page.wait_for_timeout(2000)
     assert not page.get_by_text("Select Kernel").is_visible(), \
         "the kit's kernel starts by itself (tools/jupyterlab/overrides.json)"
@@ -153,6 +154,20 @@ def test_notebook_01_runs_in_jupyterlab(lab, page):
     page.screenshot(path=str(SHOTS / "01_data_prep.png"))
     assert _saved_errors(lab, "01_data_prep.ipynb") == []
     assert page.locator(".jp-RenderedImage img").count() > 0, "figures show"
+
+
+def test_notebook_04_shows_its_architecture(lab, page):
+    _open_and_run_all(page, lab, "04_training.ipynb")
+    assert _saved_errors(lab, "04_training.ipynb") == []
+    caption = page.get_by_text("GeMKR as this profile builds it", exact=False).first
+    caption.scroll_into_view_if_needed()
+    assert caption.is_visible(), "the architecture figure's caption shows"
+    # the figure is the image right above its caption, in the same output area
+    area = page.locator(".jp-OutputArea").filter(has_text="GeMKR as this profile builds it")
+    assert area.locator(".jp-RenderedImage img").count() == 1, "the architecture figure shows"
+    area.locator(".jp-RenderedImage img").scroll_into_view_if_needed()
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / "04_architecture.png"))
 
 
 def _explorer_text(page) -> str:

@@ -92,7 +92,9 @@ def test_every_clue_occurs_in_its_passages(model, corpus, unique):
     for seed in range(4):
         clues = beam_search(model, _prompt(model, seed), torch.ones(1, 5, dtype=torch.long),
                             index, dcfg, EOS)[0]
-        assert 1 <= len(clues) <= 10
+        # one finished clue per group (10 groups of 1 beam), each a different token sequence
+        assert len(clues) == dcfg.num_beam_groups == 10
+        assert len({c.tokens for c in clues}) == len(clues)
         scores = [c.score for c in clues]
         assert scores == sorted(scores, reverse=True)
         for c in clues:

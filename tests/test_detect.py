@@ -117,3 +117,16 @@ def test_gold_recall_counts_what_each_threshold_keeps(bench):
     test_scenes = set(q.scene_id)
     assert mid["boxes_per_scene"] == pytest.approx(
         ((dets["rank"] <= 1) & dets["scene_id"].isin(test_scenes)).sum() / len(test_scenes))
+
+
+def test_captions_name_the_confident_labels_in_confidence_order():
+    """Rows in any order: the caption follows each scene's rank (confidence) order, keeps only
+    the labels at or above `min_score`, and a scene with none left reads 'a picture'."""
+    rows = [(7, 2, 3, "owl", 0.30, 0, 0, 1, 1), (7, 0, 1, "teapot", 0.90, 0, 0, 1, 1),
+            (9, 0, 4, "ant", 0.10, 0, 0, 1, 1), (7, 1, 2, "banana", 0.50, 0, 0, 1, 1),
+            (7, 3, 5, "bee", 0.06, 0, 0, 1, 1)]
+    dets = pd.DataFrame(rows, columns=detect.DET_COLUMNS).sample(frac=1.0, random_state=1)
+    assert detect.labels_by_scene(dets) == {7: ["teapot", "banana", "owl", "bee"], 9: ["ant"]}
+    caps = detect.scene_captions(dets, [7, 9, 11], min_score=0.25)
+    assert caps == {7: "a picture of a teapot, a banana and an owl", 9: "a picture",
+                    11: "a picture"}

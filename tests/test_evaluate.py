@@ -1,5 +1,7 @@
 """The scoring harness: per-category scores and latency, checked by hand."""
 
+import time
+
 import pandas as pd
 import pytest
 
@@ -22,6 +24,8 @@ def test_latency_times_single_calls_on_a_fixed_sample():
     lat = evaluate.latency(seen.append, n_queries=50, sample=7, seed=3)
     assert len(seen) == 7 == lat["latency_queries"] and len(set(seen)) == 7
     assert 0 <= lat["latency_ms_p50"] <= lat["latency_ms_p95"]
+    slow = evaluate.latency(lambda i: time.sleep(0.005), n_queries=50, sample=5, seed=3)
+    assert 5.0 <= slow["latency_ms_p50"] <= slow["latency_ms_p95"] < 1000.0, "it measures time"
     again = []
     evaluate.latency(again.append, n_queries=50, sample=7, seed=3)
     assert again == seen

@@ -1,7 +1,7 @@
 """Executed notebooks without noise (`gemkr.io.output_noise`): no progress widgets, ANSI escapes,
 carriage-return progress lines, DEBUG lines or object reprs. The scanner on a made-up notebook,
-and on the committed `default` run (whose known noise is listed, so that the list has to shrink
-when a run without it is committed). `test_run_all_resume` scans the `smoke` run it makes."""
+and on the committed `default` run (any noise it holds must be listed below, so none can slip in
+unnoticed). `test_run_all_resume` scans the `smoke` run it makes."""
 
 import json
 
@@ -10,17 +10,8 @@ import pytest
 from gemkr.io import output_noise
 from gemkr.paths import REPO_ROOT
 
-# The committed run (291c686) predates the fix that forces library bars off under TQDM_DISABLE
-# (gemkr.progress.silence_library_bars, detect's ultralytics bar): its copies still hold them.
-NOISE_IN_COMMITTED_RUN = {
-    "01_data_prep": ["cell 6: progress or other widgets"],  # the scene renderer's tqdm widget
-    "02_detection": ["cell 6: ANSI escape codes", "cell 6: carriage-return progress"],
-    "04_training": ["cell 9: progress or other widgets"],  # transformers' GGUF loading bar
-    "05_evaluation": ["cell 5: progress or other widgets"],
-    "06_ablations": ["cell 5: progress or other widgets"],
-    "08_case_studies": ["cell 5: progress or other widgets"],
-    "09_your_data": ["cell 3: progress or other widgets"],
-}
+# The committed run's copies hold no noise (an entry here would name one that does).
+NOISE_IN_COMMITTED_RUN: dict[str, list[str]] = {}
 
 
 def _notebook(tmp_path, outputs):

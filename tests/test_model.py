@@ -230,3 +230,46 @@ def test_architecture_figure_labels_the_live_shapes(setup):
     texts = " ".join(t.get_text() for t in fig.axes[0].texts)
     assert anatomy.shape_of(shapes, "visual tokens") in texts and "LoRA r=8" in texts
     assert f"det_conf {cfg.det_conf}" in texts and len(fig.axes[0].texts) == 9
+
+
+def test_reloaded_trainable_weights_equal_the_saved_ones(setup, tmp_path):
+    """What `trained` saves and loads back is every trainable tensor (LoRA, prefix rows, gates,
+    projection), value for value: a key that failed to load would keep the perturbed value."""
+    import json
+    from types import SimpleNamespace
+
+    from safetensors.torch import save_file
+
+    from gemkr import trained
+
+    _, model, _, _ = setup
+    saved = {k: v.clone() for k, v in train.trainable_state(model).items()}
+    for part in ("lora_A", "lora_B", "adapter_query", "gates", "proj.weight"):
+        assert any(part in k for k in saved), f"{part} is not saved"
+    save_file(train.trainable_state(model), str(tmp_path / "trainable.safetensors"))
+    (tmp_path / "run.json").write_text(json.dumps({"seconds": 1.0}))
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(1.0)
+    info = trained._load(SimpleNamespace(path=tmp_path), model)
+    now = train.trainable_state(model)
+    assert info == {"seconds": 1.0} and set(now) == set(saved)
+    assert all(torch.equal(now[k], saved[k]) for k in saved)
+
+
+def test_training_moves_every_trainable_tensor_and_nothing_else(setup):
+    """One optimizer covers every trainable part (gates and LoRA's zero-initialised B included)."""
+    cfg, model, _, docs = setup
+    g = torch.Generator().manual_seed(5)
+    s = cfg.vit_image_size
+    batch = Batch(torch.randn(2, 3, s, s, generator=g), torch.randn(2, 2, cfg.vit_width,
+                                                                     generator=g),
+                  torch.tensor([[True, True], [True, False]]), ["What is this?", "Hm?"],
+                  [docs[1][:3].tolist(), docs[2][:2].tolist()])
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    train.fit(model, lambda m, b: m(b), lambda e: [batch] * 3, epochs=1, steps_per_epoch=3,
+              lr=1e-2, min_lr=1e-3, warmup_steps=1, weight_decay=0.0)
+    for n, p in model.named_parameters():
+        moved = not torch.equal(p, before[n])
+        assert moved == p.requires_grad, f"{n}: trainable {p.requires_grad}, moved {moved}"

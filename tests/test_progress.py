@@ -29,8 +29,10 @@ def test_library_bars_are_forced_off_only_under_tqdm_disable(monkeypatch):
     from gemkr import detect
     from gemkr.progress import silence_library_bars
 
-    for cls in (notebook.tqdm_notebook, TQDM):  # restored after the test
-        monkeypatch.setattr(cls, "__init__", cls.__init__)
+    for cls in (notebook.tqdm_notebook, TQDM):  # unwrapped here (an earlier test under
+        # TQDM_DISABLE may have forced them off in this process), restored after the test
+        monkeypatch.setattr(cls, "__init__", getattr(cls.__init__, "_gemkr_original",
+                                                     cls.__init__))
     monkeypatch.delenv("TQDM_DISABLE", raising=False)
     silence_library_bars()
     detect._offline_ultralytics()

@@ -32,7 +32,7 @@ def forward_shapes(model: GeMKR, batch: Batch) -> pd.DataFrame:
     patches = enc.trunk.embed(batch.images)
     cls, prefix = enc(batch.images, objects, mask)
     visual = model.visual(batch) if model.use_image else None
-    embeds, amask, labels = model.inputs(batch)
+    embeds, amask, labels = model.inputs(batch, visual=visual)  # the tokens computed above
     keep_n = int((labels != IGNORE).sum(1).max()) + 1
     out = model.llm(inputs_embeds=embeds, attention_mask=amask,
                     position_ids=(amask.cumsum(-1) - 1).clamp(min=0), logits_to_keep=keep_n)

@@ -37,12 +37,8 @@ def retriever():
     return r
 
 
-def _path(r, i=0):
-    return r.p.bench.scenes["image_path"].iloc[i]
-
-
 def test_path_pil_and_array_give_the_same_detections_features_and_passages(retriever):
-    path = _path(retriever)
+    path = retriever.p.bench.scenes["image_path"].iloc[0]
     with Image.open(path) as im:
         pil = im.copy()
     routes = {"path": path, "str": str(path), "PIL": pil, "array": np.asarray(pil.convert("RGB"))}

@@ -130,10 +130,12 @@ def _named_errors() -> tuple[type[BaseException], ...]:
     from .kb import KBFileError
     from .model import LLMFileError, TokenizerMismatchError
     from .retriever import InputError
-    from .trained import NotTrainedError
+    from .train import WeightsMismatchError
+    from .trained import CacheKeyError, NotTrainedError
 
     return (UsageError, ConfigError, KBFileError, InputError, NotTrainedError,
-            DetectorFileError, TokenizerMismatchError, LLMFileError, VisionWeightsError)
+            DetectorFileError, TokenizerMismatchError, LLMFileError, VisionWeightsError,
+            WeightsMismatchError, CacheKeyError)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -159,9 +159,16 @@ class Retriever:
         return cls(pipe, detect.load_yolo(weights))
 
     # ------------------------------------------------------------------ the picture
-    @torch.no_grad()
     def scene(self, image) -> dict:
         """Detections, caption and model inputs of one picture."""
+        from .trained import QUERY_FIELDS, limited_reads
+
+        # every setting this reads must be one the loaded models' cache keys cover (or decoding)
+        with limited_reads("Retriever.scene", QUERY_FIELDS):
+            return self._scene(image)
+
+    @torch.no_grad()
+    def _scene(self, image) -> dict:
         from .detect import caption, result_rows
         from .examples import object_inputs
         from .pretrain import to_tensor
@@ -235,6 +242,12 @@ class Retriever:
         the file's id), text, clue (GeMKR's clue that found the passage), score (GeMKR: the
         clue's length-normalised log-probability; baselines: their similarity). `image`: a
         path, a PIL image, an HxWx3 uint8 array, or what `scene` returned for it."""
+        from .trained import QUERY_FIELDS, limited_reads
+
+        with limited_reads("Retriever.retrieve", QUERY_FIELDS):
+            return self._retrieve(image, question, kb, k, method)
+
+    def _retrieve(self, image, question: str, kb: str | Path, k: int, method: str):
         from .detect import input_text
 
         if not isinstance(question, str) or not question.strip():

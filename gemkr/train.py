@@ -44,9 +44,28 @@ def warmup_cosine(warmup: int, total: int, peak: float, floor: float) -> Callabl
     return factor
 
 
+class WeightsMismatchError(ValueError):
+    """Stored trainable tensors that are not exactly the ones the model trains."""
+
+
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters()
             if p.requires_grad}
+
+
+def load_trainable(model: torch.nn.Module, weights: dict[str, torch.Tensor], where) -> None:
+    """Load saved trainable tensors into `model`, refusing any set other than exactly the one
+    `trainable_state` saves: ``load_state_dict(strict=False)`` alone would leave a tensor the
+    file lacks (a LoRA matrix, a dual-flow gate) at its fresh value without a word."""
+    want = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    missing, unexpected = sorted(set(want) - set(weights)), sorted(set(weights) - set(want))
+    shapes = sorted(n for n in set(want) & set(weights) if want[n].shape != weights[n].shape)
+    if missing or unexpected or shapes:
+        raise WeightsMismatchError(
+            f"{where} holds other trainable tensors than this model's (missing {missing[:3]}, "
+            f"unexpected {unexpected[:3]}, other shapes {shapes[:3]}): it belongs to another "
+            "model configuration; delete it and run again (or set FORCE=True)")
+    model.load_state_dict(weights, strict=False)
 
 
 def save_checkpoint(directory: Path, model, optimizer, scheduler, epoch: int,
@@ -72,12 +91,8 @@ def load_checkpoint(directory: Path, model, optimizer=None, scheduler=None) -> d
     state_file = directory / "state.json"
     if not state_file.exists():
         return None
-    weights = load_file(str(directory / "trainable.safetensors"))
-    missing = set(trainable_state(model)) - set(weights)
-    if missing:
-        raise ValueError(f"checkpoint {directory} lacks {sorted(missing)[:3]}: it belongs to "
-                         "another model configuration; delete it or set FORCE=True")
-    model.load_state_dict(weights, strict=False)
+    load_trainable(model, load_file(str(directory / "trainable.safetensors")),
+                   f"checkpoint {directory}")
     if optimizer is not None:
         # weights_only: plain tensors and numbers only, no pickled code
         opt = torch.load(directory / "optimizer.pt", weights_only=True)

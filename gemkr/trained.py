@@ -17,6 +17,7 @@ trainable tensors (safetensors) and a JSON of the run (loss history, wall time, 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -59,6 +60,24 @@ ALIGN_FIELDS = ("visual_layout", "box_features", "object_features", "use_image",
 # seed and whether training runs in bfloat16 here; decoding-only settings never change weights.
 IN_EVERY_KEY = ("profile", "seed", "train_bf16")
 DECODING_ONLY = ("decode_bf16",)
+# Settings a loaded pipeline depends on through the content of what they select rather than a
+# field list: the benchmark (its content hash is in every key), the tokenizer and knowledge bases
+# (the index content and the clue targets are in the LLM's and tuning's keys), the detector and
+# its thresholds (the detections' `table_key` is in the scene inputs', alignment's and tuning's
+# keys; the captions are in the tuning questions' texts).
+DATA_FIELDS = ("dataset", "data_root", "n_scenes", "n_unseen_scenes", "n_objects",
+               "n_unseen_objects", "questions_per_scene", "max_glyphs", "image_size", "kb_s_size",
+               "kb_names", "tokenizer", "yolo_weights", "det_epochs", "det_imgsz", "det_conf",
+               "caption_conf")
+# Settings of the constrained beam search: they change which clues are found, never a weight.
+DECODING_FIELDS = ("num_beams", "num_beam_groups", "diversity_penalty", "length_penalty",
+                   "stop_when_unique", *DECODING_ONLY)
+# What loading a pipeline may read (`pipeline`), and what a single query may read on top of it
+# (`Retriever.scene`, `Retriever.retrieve`): a setting outside these lists would change what a
+# cached model is used with while its cache key stays the same.
+PIPELINE_FIELDS = tuple(dict.fromkeys((*VISION_FIELDS, *LLM_FIELDS, *ALIGN_FIELDS,
+                                       *GEMKR_FIELDS, *DATA_FIELDS, *DECODING_ONLY)))
+QUERY_FIELDS = (*PIPELINE_FIELDS, *DECODING_FIELDS)
 
 
 class NotTrainedError(RuntimeError):
@@ -66,18 +85,20 @@ class NotTrainedError(RuntimeError):
 
 
 class CacheKeyError(RuntimeError):
-    """A stage's training read a setting its cache key does not cover."""
+    """A stage read a setting its cache key does not cover, or a cache hit was stored for other
+    settings than the ones in use."""
 
 
 _RECORDING: list[tuple[str, set, frozenset]] = []
 
 
 def keyed_by(declared: tuple[str, ...], *, also: tuple[str, ...] = ()):
-    """Run a trained stage while recording the `Config` fields it reads; `_save` refuses to
+    """Run a cached stage while recording the `Config` fields it reads; `_save` refuses to
     store its result when it read one outside `declared` + `also` + `IN_EVERY_KEY` (the cache key
     is built from `declared`; `also` are settings whose effect the key holds another way, e.g.
-    through a hash of the data they select). The declaration next to the code is thereby
-    checked on every training, in every profile (issue 17)."""
+    through a hash of the data they select), and a call that *loaded* its result (a cache hit)
+    is held to the same rule when it returns. The declaration next to the code is thereby
+    checked on every training and every load, in every profile (issues 17 and 26)."""
     allowed = frozenset((*declared, *also, *IN_EVERY_KEY))
 
     def wrap(fn):
@@ -86,11 +107,29 @@ def keyed_by(declared: tuple[str, ...], *, also: tuple[str, ...] = ()):
             with recorded_reads() as seen:
                 _RECORDING.append((fn.__name__, seen, allowed))
                 try:
-                    return fn(cfg, *args, **kwargs)
+                    out = fn(cfg, *args, **kwargs)
                 finally:
                     _RECORDING.pop()
+            _outside(fn.__name__, seen, allowed)
+            return out
         return run
     return wrap
+
+
+@contextlib.contextmanager
+def limited_reads(name: str, allowed: tuple[str, ...]):
+    """For the paths that use cached parts without being a stage (a single query): the block may
+    read only the `Config` fields in `allowed` (+ `IN_EVERY_KEY`), else `CacheKeyError`."""
+    with recorded_reads() as seen:
+        yield
+    _outside(name, seen, frozenset((*allowed, *IN_EVERY_KEY)))
+
+
+def _outside(name: str, seen: set, allowed: frozenset) -> None:
+    extra = sorted(seen - allowed)
+    if extra:
+        raise CacheKeyError(f"{name} read {extra}, but no cache key it loads from covers them: "
+                            "add them to a field list in gemkr/trained.py")
 
 
 def _check_reads() -> None:
@@ -110,10 +149,41 @@ def _fields(cfg, names) -> dict:
 def _cache(cfg, name: str, parts: tuple, sources: tuple[str, ...], force: bool,
            device: str = "cpu"):
     """The stage cache of one trained part; the key includes whether it trains in bfloat16 here
-    (``train_bf16`` and native support), so a machine without bfloat16 trains its own."""
-    return artifacts.stage_cache(artifacts_dir(cfg.profile, STAGE), name,
-                                 key_parts=(*parts, cfg.seed, _bf16(cfg, device)), force=force,
-                                 sources=sources)
+    (``train_bf16`` and native support), so a machine without bfloat16 trains its own. The parts
+    themselves are stored beside the key (`_save`) and compared on a hit (`_hit`)."""
+    key_parts = (*parts, cfg.seed, _bf16(cfg, device))
+    cache = artifacts.stage_cache(artifacts_dir(cfg.profile, STAGE), name, key_parts=key_parts,
+                                  force=force, sources=sources)
+    cache.key_parts = json.loads(json.dumps(key_parts, sort_keys=True, default=str))
+    return cache
+
+
+def _hit(cache) -> bool:
+    """Whether `cache` holds this stage's result: its key matches and the settings, upstream keys
+    and data hashes it was stored for equal the ones in use (the key is a 16-digit hash of them:
+    a hit is checked against what it stands for, and a difference is named)."""
+    if not cache.valid:
+        return False
+    stored = cache.meta.get("key_parts")
+    if stored != cache.key_parts:
+        raise CacheKeyError(f"{cache.path} matches this run's cache key but was stored for other "
+                            f"settings ({_difference(stored, cache.key_parts)}); delete the "
+                            "folder and run again")
+    return True
+
+
+def _difference(stored, now) -> str:
+    """The first differences between stored and current key parts, in words."""
+    if not isinstance(stored, list) or len(stored) != len(now):
+        return "no record of them" if stored is None else "another layout of them"
+    out = []
+    for i, (a, b) in enumerate(zip(stored, now, strict=True)):
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += [f"{k}: stored {a.get(k)!r}, now {b.get(k)!r}"
+                    for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+        elif a != b:
+            out.append(f"part {i}: stored {a!r}, now {b!r}")
+    return "; ".join(out[:3])
 
 
 def _bf16(cfg, device: str) -> bool:
@@ -128,7 +198,8 @@ def _save(cache, model, info: dict) -> None:
     from safetensors.torch import save_file
 
     _check_reads()
-    with cache.writing(**{k: v for k, v in info.items() if k != "history"}) as tmp:
+    with cache.writing(**{k: v for k, v in info.items() if k != "history"},
+                       key_parts=cache.key_parts) as tmp:
         save_file(train.trainable_state(model), str(tmp / "trainable.safetensors"))
         artifacts.write_json(tmp / "run.json", info)
     shutil.rmtree(_ckpt(cache), ignore_errors=True)
@@ -137,7 +208,7 @@ def _save(cache, model, info: dict) -> None:
 def _load(cache, model) -> dict:
     from safetensors.torch import load_file
 
-    model.load_state_dict(load_file(str(cache.path / "trainable.safetensors")), strict=False)
+    train.load_trainable(model, load_file(str(cache.path / "trainable.safetensors")), cache.path)
     return json.loads((cache.path / "run.json").read_text())
 
 
@@ -158,7 +229,7 @@ def vision_tower(cfg, bench, *, train_if_missing: bool = True, force: bool = Fal
     if cfg.vision != "tiny_vit":  # EVA: pretrained, loaded from `eva_weights`, used as it is
         return clip, tokenizer, {"history": [], "seconds": 0.0,
                                  "pretrained": str(cfg.eva_weights)}, cache.key
-    if cache.valid:
+    if _hit(cache):
         return clip.eval(), tokenizer, _load(cache, clip), cache.key
     if not train_if_missing:
         raise _missing("vision tower", cache)
@@ -225,7 +296,7 @@ def knowledge_llm(cfg, index, tok, sp, probe: list[int], *, train_if_missing: bo
         # norm) on the same recall task; its token embeddings (= tied output layer) stay as
         # pretrained, so the vocabulary keeps its meaning
         llm.get_input_embeddings().weight.requires_grad_(False)
-    if cache.valid:
+    if _hit(cache):
         return llm.eval(), _load(cache, llm), cache.key
     if not train_if_missing:
         raise _missing("knowledge-pretrained LLM", cache)
@@ -377,7 +448,7 @@ def aligned_tokens(cfg, llm, tok, sp, inputs: dict, objects, targets: list[list[
     torch.manual_seed(cfg.seed)  # the projection's initial weights, whatever ran before
     model = GeMKR(None, visual_tokens(cfg, width, llm, 1), llm, tok, sp, use_text=False)
     try:
-        if cache.valid:
+        if _hit(cache):
             info = _load(cache, model)
         elif not train_if_missing:
             raise _missing("alignment stage", cache)
@@ -443,7 +514,7 @@ def gemkr_model(cfg, clip, llm, tok, sp, inputs: dict, questions, targets: list[
     model = assemble(cfg, clip, llm, tok, sp, names)
     if aligned is not None:
         model.visual_tokens.load_state_dict(aligned)
-    if cache.valid:
+    if _hit(cache):
         return model.eval(), {**_load(cache, model), "cache_key": cache.key}
     if not train_if_missing:
         raise _missing(f"GeMKR model ({variant})", cache)
@@ -484,6 +555,7 @@ def detections(cfg, bench):
     return dets, detect.scene_captions(dets, bench.scenes["scene_id"], cfg.caption_conf)
 
 
+@keyed_by(("vit_image_size", "max_objects"))
 def scene_inputs(cfg, bench, dets, clip, vision_key: str, force: bool = False) -> dict:
     """`examples.scene_inputs` (images, detected objects' CLS features, masks), cached as
     safetensors next to the models: computing them runs the frozen ViT over every detected crop
@@ -494,11 +566,11 @@ def scene_inputs(cfg, bench, dets, clip, vision_key: str, force: bool = False) -
     cache = _cache(cfg, f"inputs-{dkey[-8:]}", (bench.meta["content_hash"], vision_key, dkey,
                                                 cfg.vit_image_size, cfg.max_objects),
                    ("examples.py", "vision.py", "pretrain.py"), force)
-    if cache.valid:
+    if _hit(cache):
         return {**load_file(str(cache.path / "inputs.safetensors")),
                 "row": examples.scene_rows(bench)}
     inputs = examples.scene_inputs(bench, dets, clip.visual, cfg.vit_image_size, cfg.max_objects)
-    with cache.writing(scenes=len(inputs["row"])) as tmp:
+    with cache.writing(scenes=len(inputs["row"]), key_parts=cache.key_parts) as tmp:
         save_file({k: v.contiguous() for k, v in inputs.items() if k != "row"},
                   str(tmp / "inputs.safetensors"))
     return inputs
@@ -534,6 +606,7 @@ class Pipeline:
                                         self.cfg.use_caption)
 
 
+@keyed_by(PIPELINE_FIELDS)
 def pipeline(cfg, *, variant: str = "full", train_if_missing: bool = False,
              force: bool = False, device: str = "cpu", parts: Pipeline | None = None) -> Pipeline:
     """Load (or, with `train_if_missing`, train) GeMKR for `cfg` with everything around it.

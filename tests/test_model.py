@@ -258,6 +258,38 @@ def test_reloaded_trainable_weights_equal_the_saved_ones(setup, tmp_path):
     assert all(torch.equal(now[k], saved[k]) for k in saved)
 
 
+@pytest.mark.parametrize("change", ["drop LoRA", "drop a gate", "extra tensor", "other shape"])
+def test_weights_that_are_not_exactly_the_models_trainable_set_are_refused(setup, tmp_path,
+                                                                          change):
+    """`trained._load` and checkpoint resume load strictly: a file missing a trainable tensor
+    (which `strict=False` alone would leave at its fresh value), holding one the model does not
+    train, or one of another shape is named and refused, and the model is left as it was."""
+    import json
+    from types import SimpleNamespace
+
+    from safetensors.torch import save_file
+
+    from gemkr import trained
+
+    _, model, _, _ = setup
+    state = train.trainable_state(model)
+    if change == "drop LoRA":
+        state = {k: v for k, v in state.items() if "lora_B" not in k}
+    elif change == "drop a gate":
+        state.pop(next(k for k in state if "gates" in k))
+    elif change == "extra tensor":
+        state["llm.extra.weight"] = torch.zeros(2)
+    else:
+        name = next(k for k in state if "proj.weight" in k)
+        state[name] = torch.zeros(3, 3)
+    save_file(state, str(tmp_path / "trainable.safetensors"))
+    (tmp_path / "run.json").write_text(json.dumps({}))
+    before = {k: v.clone() for k, v in train.trainable_state(model).items()}
+    with pytest.raises(train.WeightsMismatchError, match="another model configuration"):
+        trained._load(SimpleNamespace(path=tmp_path), model)
+    assert all(torch.equal(v, before[k]) for k, v in train.trainable_state(model).items())
+
+
 def test_training_moves_every_trainable_tensor_and_nothing_else(setup):
     """One optimizer covers every trainable part (gates and LoRA's zero-initialised B included)."""
     cfg, model, _, docs = setup

@@ -93,3 +93,22 @@ def test_the_notebooks_route_gives_what_the_retriever_gives(retriever):
                                 DecodeConfig.from_config(cfg))
     top = r.retrieve(scenes["image_path"].iloc[0], QUESTION, kb="KB-S", k=5)
     assert [int(x) for x in top["passage_id"]] == run.ranked[0][:5]
+
+
+def test_a_query_that_reads_a_setting_no_key_covers_fails(retriever, monkeypatch):
+    """`Retriever.scene` / `retrieve` may read only settings the loaded models' keys cover (or
+    decoding settings): a crop setting read at query time but in no key is named."""
+    from gemkr import examples, trained
+
+    inputs = examples.object_inputs
+
+    def reads_more(*args, **kwargs):
+        _ = retriever.cfg.eval_ks
+        return inputs(*args, **kwargs)
+
+    monkeypatch.setattr(examples, "object_inputs", reads_more)
+    picture = retriever.p.bench.scenes["image_path"].iloc[0]
+    with pytest.raises(trained.CacheKeyError, match=r"Retriever.scene read \['eval_ks'\]"):
+        retriever.scene(picture)
+    with pytest.raises(trained.CacheKeyError, match=r"read \['eval_ks'\]"):
+        retriever.retrieve(picture, QUESTION, kb="KB-S", k=3)

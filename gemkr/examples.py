@@ -63,33 +63,18 @@ def geometry_of(boxes, size: tuple[float, float], max_objects: int) -> torch.Ten
 
 
 @torch.no_grad()
-def object_inputs(visual, img, boxes, size: int, max_objects: int
-                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Object features (1,max_objects,width), mask (1,max_objects) and box features
-    (1,max_objects,G) of one picture (a new picture at query time; `scene_inputs` does every
-    scene of the benchmark in batches)."""
-    objects = torch.zeros(1, max_objects, tower_width(visual))
-    mask = torch.zeros(1, max_objects, dtype=torch.bool)
-    crops = crops_of(img, boxes, size, max_objects)
-    if crops:
-        objects[0, :len(crops)] = encode_crops(visual, torch.stack(crops))
-        mask[0, :len(crops)] = True
-    return objects, mask, geometry_of(boxes, img.size, max_objects)[None]
-
-
-@torch.no_grad()
-def scene_inputs(bench, dets: pd.DataFrame, visual, size: int, max_objects: int,
-                 crops_per_batch: int = 1024) -> dict[str, torch.Tensor]:
-    """Images (S,3,size,size), object features (S,max_objects,width) and mask (S,max_objects)
-    for every scene, row-aligned with ``bench.scenes``. Crops of many scenes are encoded
-    together (a scene has only a few objects; one ViT call per scene wasted most of the time)."""
-    width = tower_width(visual)
-    n = len(bench.scenes)
+def picture_inputs(visual, pictures, n: int, size: int, max_objects: int,
+                   crops_per_batch: int = 1024) -> dict[str, torch.Tensor]:
+    """The one path from pictures to the model's visual inputs, for the benchmark's scenes
+    (`scene_inputs`) and for a single picture at query time (`Retriever.scene`): `pictures`
+    yields `n` pairs (PIL image, its detected boxes x0,y0,x1,y1 in rank order, or None). Returns
+    images (n,3,size,size), object features (n,max_objects,width), mask (n,max_objects) and box
+    features (n,max_objects,G). Crops of many pictures are encoded together (a scene has only a
+    few objects; one ViT call per scene wasted most of the time)."""
     images = torch.empty(n, 3, size, size)
-    feats = torch.zeros(n, max_objects, width)
+    feats = torch.zeros(n, max_objects, tower_width(visual))
     mask = torch.zeros(n, max_objects, dtype=torch.bool)
     geometry = torch.zeros(n, max_objects, len(GEOMETRY))
-    by_scene = {sid: g.sort_values("rank") for sid, g in dets.groupby("scene_id")}
     crops, slots = [], []
 
     def flush():
@@ -100,12 +85,9 @@ def scene_inputs(bench, dets: pd.DataFrame, visual, size: int, max_objects: int,
             crops.clear()
             slots.clear()
 
-    for i, sid in enumerate(bench.scenes["scene_id"].tolist()):
-        img = bench.image(sid)
+    for i, (img, boxes) in enumerate(pictures):
         images[i] = to_tensor(img, size)
-        g = by_scene.get(sid)
-        if g is not None:
-            boxes = g[["x0", "y0", "x1", "y1"]].to_numpy()
+        if boxes is not None and len(boxes):
             geometry[i] = geometry_of(boxes, img.size, max_objects)
             for j, c in enumerate(crops_of(img, boxes, size, max_objects)):
                 crops.append(c)
@@ -113,8 +95,22 @@ def scene_inputs(bench, dets: pd.DataFrame, visual, size: int, max_objects: int,
         if len(crops) >= crops_per_batch:
             flush()
     flush()
-    return {"images": images, "objects": feats, "mask": mask, "geometry": geometry,
-            "row": scene_rows(bench)}
+    return {"images": images, "objects": feats, "mask": mask, "geometry": geometry}
+
+
+def scene_inputs(bench, dets: pd.DataFrame, visual, size: int, max_objects: int,
+                 crops_per_batch: int = 1024) -> dict[str, torch.Tensor]:
+    """`picture_inputs` of every benchmark scene and its detections, row-aligned with
+    ``bench.scenes`` (``row``: scene id -> row)."""
+    by_scene = {sid: g.sort_values("rank") for sid, g in dets.groupby("scene_id")}
+
+    def pictures():
+        for sid in bench.scenes["scene_id"].tolist():
+            g = by_scene.get(sid)
+            yield bench.image(sid), None if g is None else g[["x0", "y0", "x1", "y1"]].to_numpy()
+
+    return {**picture_inputs(visual, pictures(), len(bench.scenes), size, max_objects,
+                             crops_per_batch), "row": scene_rows(bench)}
 
 
 def clue_targets(questions: pd.DataFrame, index: CorpusIndex, max_tokens: int,

@@ -170,8 +170,7 @@ class Retriever:
     @torch.no_grad()
     def _scene(self, image) -> dict:
         from .detect import caption, result_rows
-        from .examples import object_inputs
-        from .pretrain import to_tensor
+        from .examples import picture_inputs
 
         img = load_image(image)
         # the PIL image itself: ultralytics reads a numpy array as BGR (OpenCV's order), so
@@ -181,14 +180,11 @@ class Retriever:
         dets = pd.DataFrame(result_rows(res, self.names, self.cfg.max_objects),
                             columns=["rank", "obj", "label", "conf", "x0", "y0", "x1", "y1"]
                             ).drop(columns="obj")
-        size = self.cfg.vit_image_size
-        objects, mask, geometry = object_inputs(self.p.clip.visual, img,
-                                                dets[["x0", "y0", "x1", "y1"]], size,
-                                                self.cfg.max_objects)
+        boxes = dets[["x0", "y0", "x1", "y1"]].to_numpy()
+        inputs = picture_inputs(self.p.clip.visual, [(img, boxes)], 1, self.cfg.vit_image_size,
+                                self.cfg.max_objects)
         named = dets.loc[dets["conf"] >= self.cfg.caption_conf, "label"].tolist()
-        return {"image": img, "detections": dets, "caption": caption(named),
-                "images": to_tensor(img, size)[None], "objects": objects, "mask": mask,
-                "geometry": geometry}
+        return {"image": img, "detections": dets, "caption": caption(named), **inputs}
 
     # ------------------------------------------------------------ knowledge bases
     def knowledge_base(self, kb: str | Path) -> tuple[pd.DataFrame, object, object]:

@@ -85,19 +85,24 @@ def test_module_entry_point_exit_status(files):
         f"gemkr: {files['text']} is not an image file PIL can read"]
 
 
-@pytest.mark.parametrize("error", ["detector", "tokenizer", "safetensors"])
+@pytest.mark.parametrize("error", ["detector", "tokenizer", "safetensors", "weights", "key"])
 def test_file_errors_from_loading_are_one_line(files, capsys, monkeypatch, error):
-    """A wrong detector file, a tokenizer that is not the LLM's or a corrupt weights file met
-    while the models load is named in one line, exit 2 (no traceback)."""
+    """A wrong detector file, a tokenizer that is not the LLM's, a corrupt weights file, weights
+    of another configuration or a cache stored for other settings met while the models load is
+    named in one line, exit 2 (no traceback)."""
     from safetensors import SafetensorError
 
     from gemkr import retriever
     from gemkr.detect import DetectorFileError
     from gemkr.model import TokenizerMismatchError
+    from gemkr.train import WeightsMismatchError
+    from gemkr.trained import CacheKeyError
 
     raised = {"detector": DetectorFileError("yolo.pt is a classification model"),
               "tokenizer": TokenizerMismatchError("tokenizer ids are not the LLM's"),
-              "safetensors": SafetensorError("Error while deserializing header")}[error]
+              "safetensors": SafetensorError("Error while deserializing header"),
+              "weights": WeightsMismatchError("gemkr-full holds other trainable tensors"),
+              "key": CacheKeyError("gemkr-full was stored for other settings")}[error]
 
     def load(*args, **kwargs):
         raise raised

@@ -100,13 +100,13 @@ def test_a_query_that_reads_a_setting_no_key_covers_fails(retriever, monkeypatch
     decoding settings): a crop setting read at query time but in no key is named."""
     from gemkr import examples, trained
 
-    inputs = examples.object_inputs
+    inputs = examples.picture_inputs
 
     def reads_more(*args, **kwargs):
         _ = retriever.cfg.eval_ks
         return inputs(*args, **kwargs)
 
-    monkeypatch.setattr(examples, "object_inputs", reads_more)
+    monkeypatch.setattr(examples, "picture_inputs", reads_more)
     picture = retriever.p.bench.scenes["image_path"].iloc[0]
     with pytest.raises(trained.CacheKeyError, match=r"Retriever.scene read \['eval_ks'\]"):
         retriever.scene(picture)

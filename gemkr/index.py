@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,38 +103,76 @@ class CorpusIndex:
                 start, acc = i, 0
             acc += s
         groups.append((start, len(docs)))
-        head = np.array([bos] if bos is not None else [], dtype=np.int64)
-        tail = np.array([eos], dtype=np.int64)
-
-        def pieces(a: int, b: int):  # [bos] doc [eos] ... as int64, ~64K passages per C call
-            for c in range(a, b, 1 << 13):
-                yield np.concatenate([x for d in docs[c:min(c + (1 << 13), b)]
-                                      for x in (head, d, tail)]).astype(np.int64, copy=False)
-
         if vocab_size is None:
-            vocab_size = max(int(p.max()) for p in pieces(0, len(docs))) + 1
+            vocab_size = max(int(p.max()) for p in _pieces(docs, bos, eos)) + 1
         dtype = _token_dtype(vocab_size)
         shards = []
         for a, b in bar(groups, desc="index shards", disable=not progress):
-            text = np.empty(int(sizes[a:b].sum()), dtype=dtype)
-            o = 0
-            for piece in pieces(a, b):  # validate, then narrow: no n-sized int64 stream
-                if piece.min() < 0 or piece.max() >= vocab_size:
-                    bad = int(piece[(piece < 0) | (piece >= vocab_size)][0])
-                    raise IndexError_(f"token ids must lie in [0, {vocab_size}); found {bad}")
-                text[o:o + piece.size] = piece
-                o += piece.size
-            del piece
-            starts = np.zeros(b - a, dtype=np.uint32 if text.size < 2**32 else np.int64)
-            np.cumsum(sizes[a:b - 1], out=starts[1:])
-            shards.append(Shard.build(text, starts, vocab_size, doc_offset=a, eos=eos))
-        header = {"format": FORMAT, "version": VERSION, "eos": int(eos), "bos": bos,
-                  "vocab_size": vocab_size, "dtype": dtype.name, "num_docs": len(docs),
-                  "num_tokens": int(sizes.sum()), "shards": len(shards)}
+            shards.append(_shard(docs[a:b], sizes[a:b], a, eos=eos, bos=bos,
+                                 vocab_size=vocab_size, dtype=dtype))
+        header = _header(eos, bos, vocab_size, dtype, len(docs), int(sizes.sum()), len(shards))
         ids_arr = np.arange(len(docs), dtype=np.int64) if ids is None else np.asarray(ids, np.int64)
         if ids_arr.shape != (len(docs),):
             raise IndexError_(f"ids has {ids_arr.size} entries for {len(docs)} passages")
         return cls(shards, header, ids_arr)
+
+    @classmethod
+    def build_streamed(cls, directory: str | Path, docs: Iterable[Sequence[int]], *, eos: int,
+                       bos: int | None, vocab_size: int, shard_tokens: int,
+                       ids: Iterable[int] | None = None, progress: bool = True) -> Path:
+        """Index a corpus too large for memory straight into `directory`, shard by shard: `docs`
+        is read once (an iterator is fine), each shard of at most `shard_tokens` stored tokens is
+        built, written and dropped before the next one starts, so peak memory is one shard's
+        build. The files are those of `save` (`load` memory-maps them) and equal, array for
+        array, to ``build(..., shard_tokens=shard_tokens).save(directory)`` of the same docs.
+        Returns `directory`."""
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        dtype = _token_dtype(vocab_size)
+        extra = 1 + (bos is not None)
+        files, offsets, id_parts = {}, [], []
+        ids_it = iter(ids) if ids is not None else None
+        batch: list[Sequence[int]] = []
+        sizes: list[int] = []
+        n_docs = n_tokens = held = 0  # held: stored tokens of the shard being collected
+        progress_bar = bar(desc="index shards (streamed)", disable=not progress)
+
+        def flush():
+            nonlocal n_docs, n_tokens, held, batch, sizes
+            shard = _shard(batch, np.asarray(sizes, np.int64), n_docs, eos=eos, bos=bos,
+                           vocab_size=vocab_size, dtype=dtype)
+            files.update(_save_arrays(d, {f"shard{len(offsets)}_{f}.npy": getattr(shard, f)
+                                          for f in Shard.FILES}))
+            offsets.append(n_docs)
+            n_docs, n_tokens, held, batch, sizes = n_docs + len(batch), n_tokens + held, 0, [], []
+            progress_bar.update()
+
+        for doc in docs:
+            size = len(doc) + extra
+            if len(doc) == 0:
+                raise IndexError_(f"passage #{n_docs + len(batch)} has no tokens")
+            if size > shard_tokens:
+                raise IndexError_(f"a passage of {size} tokens exceeds shard_tokens={shard_tokens}")
+            if batch and held + size > shard_tokens:  # the same grouping rule as `build`
+                flush()
+            batch.append(doc)
+            sizes.append(size)
+            held += size
+            if ids_it is not None:
+                id_parts.append(next(ids_it))
+        if batch:
+            flush()
+        progress_bar.close()
+        if not offsets:
+            raise IndexError_("cannot index an empty corpus")
+        ids_arr = (np.arange(n_docs, dtype=np.int64) if ids_it is None
+                   else np.asarray(id_parts, dtype=np.int64))
+        if ids_arr.shape != (n_docs,):
+            raise IndexError_(f"ids has {ids_arr.size} entries for {n_docs} passages")
+        files.update(_save_arrays(d, {"ids.npy": ids_arr}))
+        header = _header(eos, bos, vocab_size, dtype, n_docs, n_tokens, len(offsets))
+        write_json(d / "index.json", {**header, "files": files, "doc_offsets": offsets})
+        return d
 
     # --------------------------------------------------------------------------------- queries
     @property
@@ -239,15 +277,10 @@ class CorpusIndex:
         written last so a partly written folder never loads."""
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
-        files = {}
         arrays = {"ids.npy": self.ids}
         for k, s in enumerate(self.shards):
             arrays |= {f"shard{k}_{f}.npy": getattr(s, f) for f in Shard.FILES}
-        for name, arr in arrays.items():
-            with atomic_path(d / name) as tmp:
-                with open(tmp, "wb") as fh:
-                    np.save(fh, np.ascontiguousarray(arr))
-            files[name] = {"bytes": (d / name).stat().st_size, "sha256": _sha256(d / name)}
+        files = _save_arrays(d, arrays)
         write_json(d / "index.json", {**self.header, "files": files,
                                       "doc_offsets": [s.doc_offset for s in self.shards]})
         return d
@@ -302,3 +335,47 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 22), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def _header(eos: int, bos: int | None, vocab_size: int, dtype: np.dtype, num_docs: int,
+            num_tokens: int, shards: int) -> dict:
+    return {"format": FORMAT, "version": VERSION, "eos": int(eos), "bos": bos,
+            "vocab_size": vocab_size, "dtype": np.dtype(dtype).name, "num_docs": num_docs,
+            "num_tokens": num_tokens, "shards": shards}
+
+
+def _pieces(docs: Sequence[Sequence[int]], bos: int | None, eos: int):
+    """The stream ``[bos] doc [eos] ...`` of `docs` as int64 pieces, ~8K passages per C call."""
+    head = np.array([bos] if bos is not None else [], dtype=np.int64)
+    tail = np.array([eos], dtype=np.int64)
+    for c in range(0, len(docs), 1 << 13):
+        yield np.concatenate([x for d in docs[c:c + (1 << 13)]
+                              for x in (head, d, tail)]).astype(np.int64, copy=False)
+
+
+def _shard(docs: Sequence[Sequence[int]], sizes: np.ndarray, doc_offset: int, *, eos: int,
+           bos: int | None, vocab_size: int, dtype: np.dtype) -> Shard:
+    """One shard of `docs` (their stored sizes `sizes`), validated piece by piece and narrowed
+    to `dtype` as it is copied: no n-sized int64 stream."""
+    text = np.empty(int(sizes.sum()), dtype=dtype)
+    o = 0
+    for piece in _pieces(docs, bos, eos):
+        if piece.min() < 0 or piece.max() >= vocab_size:
+            bad = int(piece[(piece < 0) | (piece >= vocab_size)][0])
+            raise IndexError_(f"token ids must lie in [0, {vocab_size}); found {bad}")
+        text[o:o + piece.size] = piece
+        o += piece.size
+    starts = np.zeros(len(docs), dtype=np.uint32 if text.size < 2**32 else np.int64)
+    np.cumsum(sizes[:-1], out=starts[1:])
+    return Shard.build(text, starts, vocab_size, doc_offset=doc_offset, eos=eos)
+
+
+def _save_arrays(d: Path, arrays: dict[str, np.ndarray]) -> dict:
+    """Write each array as ``d/<name>`` (atomic); their sizes and sha256 for ``index.json``."""
+    files = {}
+    for name, arr in arrays.items():
+        with atomic_path(d / name) as tmp:
+            with open(tmp, "wb") as fh:
+                np.save(fh, np.ascontiguousarray(arr))
+        files[name] = {"bytes": (d / name).stat().st_size, "sha256": _sha256(d / name)}
+    return files

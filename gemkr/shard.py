@@ -265,5 +265,8 @@ class Shard:
         lo, hi = span
         if lo >= hi:
             return np.empty(0, dtype=np.int64)
-        docs = np.searchsorted(self.doc_starts, self.sa[lo:hi], side="right") - 1
+        # the positions in doc_starts' own dtype: a needle of another dtype (int32 SA entries
+        # against uint32 starts) makes numpy cast the whole starts array on every call, O(passages)
+        pos = self.sa[lo:hi].astype(self.doc_starts.dtype, copy=False)
+        docs = np.searchsorted(self.doc_starts, pos, side="right") - 1
         return np.unique(docs) + self.doc_offset

@@ -204,3 +204,51 @@ def test_content_key_follows_the_content(tmp_path):
     renamed = CorpusIndex.build(docs, eos=2, bos=1, vocab_size=16, progress=False,
                                 ids=np.array([10, 11, 12]))
     assert renamed.content_key != built.content_key
+
+
+@settings(max_examples=40, deadline=None)
+@given(docs=corpora, seed=st.integers(0, 2**16), with_bos=st.booleans(),
+       shard=st.sampled_from([16, 40, 10_000]))
+def test_streamed_memory_mapped_build_answers_like_the_in_memory_one(tmp_path_factory, docs,
+                                                                      seed, with_bos, shard):
+    """`build_streamed` (one pass over an iterator, shard by shard to disk) loads, memory-mapped,
+    into the index `build` makes in memory: the same files array for array, and the same
+    answers, both equal to the brute-force reference."""
+    bos = 1 if with_bos else None
+    rng = np.random.default_rng(seed)
+    ids = rng.permutation(10 * len(docs))[:len(docs)]
+    shard = max(shard, max(len(d) for d in docs) + 2)
+    mem = CorpusIndex.build(docs, eos=2, bos=bos, vocab_size=40, ids=ids, shard_tokens=shard,
+                            progress=False)
+    d = tmp_path_factory.mktemp("streamed")
+    CorpusIndex.build_streamed(d, iter(docs), eos=2, bos=bos, vocab_size=40,
+                               shard_tokens=shard, ids=iter(ids.tolist()), progress=False)
+    disk = CorpusIndex.load(d, mmap=True)
+    assert isinstance(disk.shards[0].sa, np.memmap) and len(disk.shards) == len(mem.shards)
+    assert disk.header == mem.header and disk.content_key == mem.content_key
+    brute = Brute(docs, 2, bos)
+    pats = _patterns(brute, rng, 30)
+    for p in pats:
+        assert disk.count(p) == brute.count(p), p
+        assert disk.continuations(p).tolist() == brute.continuations(p), p
+        if p:
+            assert disk.docs(p).tolist() == sorted(ids[brute.docs(p)].tolist()), p
+        assert disk.docs(p).tolist() == mem.docs(p).tolist()
+        st_ = disk.state(p)
+        assert st_ == mem.state(p) and disk.is_unique(st_) == mem.is_unique(mem.state(p))
+
+
+def test_streamed_build_rejects_what_build_rejects(tmp_path):
+    with pytest.raises(IndexError_, match="empty corpus"):
+        CorpusIndex.build_streamed(tmp_path / "a", iter([]), eos=2, bos=None, vocab_size=9,
+                                   shard_tokens=10)
+    with pytest.raises(IndexError_, match="has no tokens"):
+        CorpusIndex.build_streamed(tmp_path / "b", iter([[3], []]), eos=2, bos=None,
+                                   vocab_size=9, shard_tokens=10)
+    with pytest.raises(IndexError_, match="exceeds shard_tokens"):
+        CorpusIndex.build_streamed(tmp_path / "c", iter([[3] * 20]), eos=2, bos=None,
+                                   vocab_size=9, shard_tokens=10)
+    with pytest.raises(IndexError_, match=r"\[0, 9\)"):
+        CorpusIndex.build_streamed(tmp_path / "d", iter([[3, 12]]), eos=2, bos=None,
+                                   vocab_size=9, shard_tokens=10)
+    assert not (tmp_path / "d" / "index.json").exists()

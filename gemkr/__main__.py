@@ -3,6 +3,7 @@
     python -m gemkr index KB_FILE [--profile P]
     python -m gemkr retrieve --image IMG --question TEXT [--kb KB-L|KB_FILE] [--profile P]
                              [--method gemkr|bm25|minilm|clip-crops] [-k 10] [--json]
+    python -m gemkr bench-index [--tokens 2e9] [--workdir DIR]   # the index at WK21M scale
 
 Bad input (a missing or unreadable image, an empty question, a knowledge base file that cannot be
 used, an unknown profile, method, k or knowledge base name, models not trained yet, a corrupt
@@ -52,6 +53,9 @@ def _parser() -> argparse.ArgumentParser:
     rt.add_argument("--method", default="gemkr", help="gemkr | bm25 | minilm | clip-crops")
     rt.add_argument("-k", type=int, default=10, help="passages to return (GeMKR: at most 10)")
     rt.add_argument("--json", action="store_true", help="one JSON array on stdout")
+    # listed for --help; `main` hands its arguments to gemkr.bench_wk21m before parsing
+    sub.add_parser("bench-index", help="build and measure a corpus index of WK21M's size "
+                   "(python -m gemkr bench-index --help)")
     return ap
 
 
@@ -141,6 +145,16 @@ def _named_errors() -> tuple[type[BaseException], ...]:
 def main(argv: list[str] | None = None) -> int:
     from safetensors import SafetensorError
 
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["bench-index"]:  # a benchmark, not a query: its own arguments and output
+        from .bench_wk21m import main as bench_index
+
+        try:
+            bench_index(argv[1:])
+        except OSError as err:  # not enough free disk for even the smallest useful size
+            print(f"gemkr: {err}", file=sys.stderr)
+            return 2
+        return 0
     try:
         args = _parser().parse_args(argv)
         _quiet()

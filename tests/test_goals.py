@@ -31,7 +31,7 @@ MISSED_IN_COMMITTED_RUN: dict[str, str] = {
     '09: the first passage is the object the question asks about':
         'committed run: 0.333',
     'one cold run <= 60 min':
-        'committed run: 90.927',
+        'committed run: 88.425',
 }
 
 

@@ -79,6 +79,23 @@ def _clues(idx: CorpusIndex, m: int, k: int, rng: np.random.Generator) -> list[l
     return out
 
 
+def _query_pass(idx: CorpusIndex, clues: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """Milliseconds of every beam step (allowed set + one extension, 7 per clue) and of each
+    clue's passages."""
+    steps, docs = [], []
+    for c in clues:
+        st = idx.root()
+        for tok in c[:7]:
+            t = time.perf_counter()
+            idx.allowed(st)
+            st = idx.extend(st, tok)
+            steps.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        idx.docs(c)
+        docs.append(time.perf_counter() - t)
+    return np.array(steps) * 1e3, np.array(docs) * 1e3
+
+
 def _peak_rss_bytes() -> int:
     import resource
 
@@ -118,18 +135,9 @@ def bench_wk21m(n_tokens: int, workdir: str | Path, *, n_queries: int = 300, see
     load_s = time.perf_counter() - t
     rng = np.random.default_rng(seed)
     clues = _clues(idx, 8, n_queries, rng)
-    steps, docs = [], []
-    for c in clues:
-        st = idx.root()
-        for tok in c[:7]:
-            t = time.perf_counter()
-            idx.allowed(st)
-            st = idx.extend(st, tok)
-            steps.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        idx.docs(c)
-        docs.append(time.perf_counter() - t)
-    steps_ms, docs_ms = np.array(steps) * 1e3, np.array(docs) * 1e3
+    # twice over the same clues: the first pass reads the pages it needs from disk (the build and
+    # the bare sort have evicted most of the index from the page cache), the second does not
+    (cold_steps, cold_docs), (steps_ms, docs_ms) = (_query_pass(idx, clues) for _ in range(2))
     t = time.perf_counter()
     CorpusIndex.load(folder, mmap=True, verify=True)
     verified_s = time.perf_counter() - t
@@ -145,10 +153,12 @@ def bench_wk21m(n_tokens: int, workdir: str | Path, *, n_queries: int = 300, see
         ("disk_bytes_per_token", disk / tokens, "bytes", f"{disk / 1e9:.1f} GB in all"),
         ("load_s", load_s, "s", "memory-mapped, no checksums; warm page cache"),
         ("load_verified_s", verified_s, "s", "memory-mapped, every file's sha256 checked"),
-        ("beam_step_ms", steps_ms.mean(), "ms", "allowed set + one extension, mean"),
-        ("beam_step_ms_p99", np.percentile(steps_ms, 99), "ms", ""),
-        ("docs8_ms", docs_ms.mean(), "ms", "passages of an 8-token clue, mean"),
-        ("docs8_ms_p99", np.percentile(docs_ms, 99), "ms", ""),
+        ("beam_step_ms", steps_ms.mean(), "ms", "allowed set + one extension, mean, warm"),
+        ("beam_step_ms_p99", np.percentile(steps_ms, 99), "ms", "warm"),
+        ("docs8_ms", docs_ms.mean(), "ms", "passages of an 8-token clue, mean, warm"),
+        ("docs8_ms_p99", np.percentile(docs_ms, 99), "ms", "warm"),
+        ("beam_step_cold_ms", cold_steps.mean(), "ms", "first pass, pages read from disk"),
+        ("docs8_cold_ms", cold_docs.mean(), "ms", "first pass, pages read from disk"),
     ]
     df = pd.DataFrame(rows, columns=["metric", "value", "unit", "note"])
     df["target_max"] = df["metric"].map(TARGETS)

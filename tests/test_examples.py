@@ -23,6 +23,18 @@ def test_scene_inputs_and_clue_targets(tmp_path):
     n_objs = bench.scenes["objs"].map(len).to_numpy()
     assert inputs["mask"].sum(1).tolist() == n_objs.tolist()
     assert torch.all(inputs["objects"][~inputs["mask"]] == 0)
+    # each filled slot holds the tower's feature of that detection's crop (batched across
+    # scenes, the same numbers as one picture's crops alone), not zeros or another slot's
+    from gemkr.vision import encode_crops
+
+    by_scene = {sid: g.sort_values("rank") for sid, g in dets.groupby("scene_id")}
+    for i, sid in enumerate(bench.scenes["scene_id"].head(4).tolist()):
+        boxes = by_scene[sid][["x0", "y0", "x1", "y1"]].to_numpy()
+        crops = examples.crops_of(bench.image(sid), boxes, 32, 10)
+        with torch.no_grad():
+            own = encode_crops(model.visual, torch.stack(crops))
+        got = inputs["objects"][i, :len(crops)]
+        assert torch.allclose(got, own, atol=1e-5) and got.abs().sum(1).min() > 0
     # byte-level "tokens" for a quick index over KB-S
     kb = bench.kb["KB-S"]
     docs = [np.frombuffer(t.encode(), dtype=np.uint8).astype(np.uint16) + 3 for t in kb["text"]]

@@ -75,6 +75,7 @@ class CorpusIndex:
         self.eos = int(header["eos"])
         self.bos = header["bos"]
         self.vocab_size = int(header["vocab_size"])
+        self._root_allowed: np.ndarray | None = None  # the root's allowed set, merged once
 
     # ----------------------------------------------------------------------------------- build
     @classmethod
@@ -210,12 +211,27 @@ class CorpusIndex:
         """Sorted distinct tokens t such that clue + [t] occurs (union over shards)."""
         if state.ended:
             return np.empty(0, dtype=np.int64)
-        parts = [s.continuations(sp, state.depth) for s, sp in zip(self.shards, state.spans,
-                                                                   strict=True)]
+        if state.depth == 0 and len(self.shards) > 1:  # the root's set: every shard's tokens
+            if self._root_allowed is None:
+                self._root_allowed = self._union([s.occurring for s in self.shards])
+            return self._root_allowed
+        return self._union([s.continuations(sp, state.depth)
+                            for s, sp in zip(self.shards, state.spans, strict=True)])
+
+    def _union(self, parts: list[np.ndarray]) -> np.ndarray:
+        """Sorted distinct tokens of the shards' sorted sets. Large sets are merged through a
+        mask over the vocabulary: sorting their concatenation cost milliseconds per beam step on
+        a two-shard index near the root (measured at 200M tokens: 1.97 ms against 0.034 ms with
+        one shard)."""
         parts = [p for p in parts if p.size]
-        if not parts:
-            return np.empty(0, dtype=np.int64)
-        return parts[0] if len(parts) == 1 else np.unique(np.concatenate(parts))
+        if len(parts) <= 1:
+            return parts[0] if parts else np.empty(0, dtype=np.int64)
+        if sum(p.size for p in parts) <= 64:
+            return np.unique(np.concatenate(parts))
+        mask = np.zeros(self.vocab_size, dtype=bool)
+        for p in parts:
+            mask[p] = True
+        return np.flatnonzero(mask).astype(np.int64, copy=False)
 
     def state_docs(self, state: State) -> np.ndarray:
         """Sorted KB passage ids containing the clue."""

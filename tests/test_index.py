@@ -252,3 +252,20 @@ def test_streamed_build_rejects_what_build_rejects(tmp_path):
         CorpusIndex.build_streamed(tmp_path / "d", iter([[3, 12]]), eos=2, bos=None,
                                    vocab_size=9, shard_tokens=10)
     assert not (tmp_path / "d" / "index.json").exists()
+
+
+def test_shards_allowed_sets_merge_exactly_when_large():
+    """Several shards whose allowed sets are large (merged through a vocabulary mask) and small
+    (merged by sorting), the root's set cached: each equal to the brute-force continuations."""
+    rng = np.random.default_rng(3)
+    docs = [rng.integers(3, 400, size=int(rng.integers(20, 60))).tolist() for _ in range(120)]
+    docs += [[5] + rng.integers(3, 400, size=30).tolist() for _ in range(60)]  # wide after 5
+    idx = CorpusIndex.build(docs, eos=2, bos=1, vocab_size=400, shard_tokens=1500,
+                            progress=False)
+    assert len(idx.shards) >= 3
+    brute = Brute(docs, 2, 1)
+    for p in ([], [], [5], [1], [7], [5, int(docs[-1][1])], [1, int(docs[0][0])]):
+        got = idx.continuations(p)
+        assert got.dtype == np.int64
+        assert got.tolist() == brute.continuations(p), p
+    assert idx.continuations([5]).size > 64  # the mask path ran

@@ -39,10 +39,15 @@ def gemkr_search(model, inputs: dict, questions: pd.DataFrame, index, dcfg: Deco
                  batch_size: int = 32, desc: str = "GeMKR") -> Run:
     """Constrained decoding for every question; the retrieval is the clues' passages in clue
     order (de-duplicated), as the official evaluation ranks them."""
-    clues, start = [], time.perf_counter()
-    for s in bar(range(0, len(questions), batch_size), desc=desc, leave=False):
-        batch = examples.make_batch(questions.iloc[s:s + batch_size], inputs)
-        clues += model.retrieve(batch, index, dcfg)
+    from .distributed import in_batches
+
+    start = time.perf_counter()
+    # under N processes each decodes its share of the batches (the same batches as in one
+    # process, so the same clues), gathered back in question order
+    clues = in_batches(lambda a, b: model.retrieve(examples.make_batch(questions.iloc[a:b],
+                                                                       inputs), index, dcfg),
+                       len(questions), batch_size,
+                       progress=lambda s: bar(s, desc=desc, leave=False))
     ranked = [rank_passages(c) for c in clues]
     return Run(desc, ranked, time.perf_counter() - start, clues)
 
@@ -205,13 +210,23 @@ def query_views(questions: pd.DataFrame, inputs: dict) -> dict:
             "oracle": questions["target_name"].tolist()}
 
 
+# the baselines search their questions in chunks of this many: the same chunks in one process
+# or several, so a dense encoder pads each query exactly alike and the tables are identical
+QUERY_CHUNK = 256
+
+
 def methods(model, inputs: dict, index, dcfg: DecodeConfig, bm25, dense, clip_dense,
             random_floor, k: int = 10) -> dict[str, Callable[[pd.DataFrame], Run]]:
     """name -> function(questions) -> Run, for GeMKR and every baseline of DESIGN §6."""
-    def wrap(name, fn):
+    from .distributed import in_batches
+
+    def wrap(name, fn):  # the questions in fixed chunks, shared out under N processes
         def run(q):
-            ranked, seconds = fn(q, query_views(q, inputs))
-            return Run(name, ranked, seconds)
+            start = time.perf_counter()
+            ranked = in_batches(lambda a, b: fn(q.iloc[a:b], query_views(q.iloc[a:b],
+                                                                          inputs))[0],
+                                len(q), QUERY_CHUNK)
+            return Run(name, ranked, time.perf_counter() - start)
         return run
 
     return {

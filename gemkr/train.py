@@ -109,58 +109,120 @@ def fit(model: torch.nn.Module, loss_fn: Callable, epoch_batches: Callable[[int]
         desc: str = "training", device: str = "cpu", bf16: bool = False) -> dict:
     """Train the parameters of `model` that require grad; returns history and wall time.
 
-    `epoch_batches(epoch)` yields the batches of one epoch (seeded by the caller); `loss_fn(model,
-    batch)` returns a scalar loss, computed under bfloat16 autocast when `bf16` (the caller
-    checks `hardware.bf16_native`; parameters and optimizer state stay float32). Resumes from
-    `ckpt_dir` when it holds a checkpoint.
+    `epoch_batches(epoch)` yields the micro-batches of one epoch (seeded by the caller: every
+    process draws the same ones); `loss_fn(model, batch)` returns a scalar loss, computed under
+    bfloat16 autocast when `bf16` (the caller checks `hardware.bf16_native`; parameters and
+    optimizer state stay float32). Resumes from `ckpt_dir` when it holds a checkpoint.
+
+    Under ``accelerate launch`` / ``torchrun`` with N processes, each accumulation group of
+    `grad_accum` micro-batches is shared out: process r computes micro-batches r, r+N, ...,
+    the gradients are summed across processes once per group, and every process takes the same
+    optimizer step. The global batch is therefore ``batch size x grad_accum`` whatever N (keep
+    it by lowering the micro-batch and raising `grad_accum`; `grad_accum` must be a multiple of
+    N), and the weights equal a single process's up to the order of float additions. Dropout
+    draws from a generator seeded per micro-batch (`_micro_batch_seed`), so it does not depend
+    on which process computes a micro-batch either.
     """
     import contextlib
 
     from accelerate import Accelerator
 
     acc = Accelerator(cpu=device == "cpu")
+    n_proc, rank = acc.num_processes, acc.process_index
+    if grad_accum % n_proc:
+        raise ValueError(f"grad_accum={grad_accum} is not a multiple of the {n_proc} processes: "
+                         "each process computes grad_accum / N micro-batches of every step; set "
+                         f"grad_accum to a multiple of {n_proc} (and the micro-batch size to the "
+                         "global batch / grad_accum)")
     optimizer = torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=(0.9, 0.999))
     total = max(1, epochs * math.ceil(steps_per_epoch / grad_accum))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, warmup_cosine(warmup_steps, total, lr, min_lr))
-    model, optimizer = acc.prepare(model, optimizer)
+    if n_proc == 1:
+        model, optimizer = acc.prepare(model, optimizer)
+    else:  # no DDP wrapper: `_sum_gradients` runs once per step on every process, also on one
+        model = model.to(acc.device)  # with no micro-batch in a short last group
     history, start_epoch = [], 0
     if ckpt_dir is not None:
         state = load_checkpoint(Path(ckpt_dir), acc.unwrap_model(model), optimizer, scheduler)
         if state is not None:
             start_epoch, history = state["epoch"], state["history"]
+    base_seed = torch.initial_seed()  # the stage's seed (`torch.manual_seed(cfg.seed)`)
     start = time.perf_counter()
     model.train()
     end = object()
     for epoch in range(start_epoch, epochs):
-        bar = progress_bar(total=steps_per_epoch, desc=f"{desc} {epoch + 1}/{epochs}")
+        bar = progress_bar(total=steps_per_epoch, desc=f"{desc} {epoch + 1}/{epochs}",
+                           disable=not acc.is_main_process)
         batches = iter(epoch_batches(epoch))
-        batch, i = next(batches, end), 0
+        batch, i, losses = next(batches, end), 0, {}
         while batch is not end:
             following, i = next(batches, end), i + 1
             # Accumulation groups never cross an epoch: the epoch's last batch always steps, so
             # the checkpoint written after it holds the whole state (an interrupted run resumes
             # bitwise; accelerate's own counter would carry a partial group into the next epoch).
             sync = i % grad_accum == 0 or following is end
-            with contextlib.nullcontext() if sync else acc.no_sync(model):
-                with autocast(device, bf16):
-                    loss = loss_fn(model, batch)
-                acc.backward(loss / grad_accum)
+            if (i - 1) % n_proc == rank:  # this process's share of the micro-batches
+                quiet = n_proc == 1 and not sync
+                with contextlib.nullcontext() if not quiet else acc.no_sync(model):
+                    with torch.random.fork_rng(devices=[]), autocast(device, bf16):
+                        torch.manual_seed(_micro_batch_seed(base_seed, epoch, i))
+                        loss = loss_fn(model, batch)
+                    acc.backward(loss / grad_accum)
+                losses[i] = float(loss.detach())
             if sync:
+                if n_proc > 1:
+                    _sum_gradients(model)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad()
-            history.append(float(loss.detach()))
             bar.update()
-            bar.set_postfix(loss=f"{history[-1]:.3f}")
+            if i in losses:
+                bar.set_postfix(loss=f"{losses[i]:.3f}")
             batch = following
         bar.close()
-        if ckpt_dir is not None:
+        history += _gathered_losses(losses, n_proc)
+        if ckpt_dir is not None and acc.is_main_process:
             save_checkpoint(Path(ckpt_dir), acc.unwrap_model(model), optimizer, scheduler,
                             epoch + 1, history)
+        acc.wait_for_everyone()
     model.eval()
     return {"history": history, "seconds": time.perf_counter() - start,
-            "resumed_from_epoch": start_epoch, "precision": "bf16 autocast" if bf16 else "fp32"}
+            "resumed_from_epoch": start_epoch, "precision": "bf16 autocast" if bf16 else "fp32",
+            "processes": n_proc}
+
+
+def _micro_batch_seed(base: int, epoch: int, i: int) -> int:
+    """The torch seed of micro-batch `i` of `epoch` (dropout masks): a function of the position
+    only, so one process or several, first run or resumed, draw the same masks."""
+    return (base * 1_000_003 + epoch * 65_537 + i) % (2**63 - 1)
+
+
+def _sum_gradients(model: torch.nn.Module) -> None:
+    """Add up the trainable gradients of every process, in one flat all-reduce (a process with
+    no micro-batch in this step adds zeros)."""
+    import torch.distributed as dist
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    o = 0
+    for p in params:
+        p.grad = flat[o:o + p.numel()].view_as(p).clone()
+        o += p.numel()
+
+
+def _gathered_losses(losses: dict[int, float], n_proc: int) -> list[float]:
+    """The epoch's micro-batch losses in order, from every process."""
+    if n_proc == 1:
+        return [losses[i] for i in sorted(losses)]
+    import torch.distributed as dist
+
+    parts: list = [None] * n_proc
+    dist.all_gather_object(parts, losses)
+    merged = {i: v for part in parts for i, v in part.items()}
+    return [merged[i] for i in sorted(merged)]
 
 
 def pad_batch(seqs: list[list[int]], label_from: list[int], pad: int) -> dict:

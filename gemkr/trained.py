@@ -197,12 +197,16 @@ def _ckpt(cache) -> Path:
 def _save(cache, model, info: dict) -> None:
     from safetensors.torch import save_file
 
+    from .distributed import barrier, is_main
+
     _check_reads()
-    with cache.writing(**{k: v for k, v in info.items() if k != "history"},
-                       key_parts=cache.key_parts) as tmp:
-        save_file(train.trainable_state(model), str(tmp / "trainable.safetensors"))
-        artifacts.write_json(tmp / "run.json", info)
-    shutil.rmtree(_ckpt(cache), ignore_errors=True)
+    if is_main():  # under N processes every one holds the same weights; one writes them
+        with cache.writing(**{k: v for k, v in info.items() if k != "history"},
+                           key_parts=cache.key_parts) as tmp:
+            save_file(train.trainable_state(model), str(tmp / "trainable.safetensors"))
+            artifacts.write_json(tmp / "run.json", info)
+        shutil.rmtree(_ckpt(cache), ignore_errors=True)
+    barrier()
 
 
 def _load(cache, model) -> dict:

@@ -9,6 +9,8 @@
 #   ./run_all.sh --dry-run             # say what would run
 #   ./run_all.sh --profile paper --dry-run   # list the paper's files: present, missing, sources
 #   ./run_all.sh --no-venv             # use the current (conda) interpreter instead of .venv
+#   ./run_all.sh --profile small --processes 4   # 04-06 train and evaluate in 4 processes
+#                                      # (torchrun: one per GPU; CPU processes use gloo)
 #
 # Finished notebooks are stamped (key: notebook, gemkr code, pins, parameters, upstream stamps), so a
 # rerun resumes where it stopped. Executed copies: results/<profile>/executed/; logs: logs/<profile>/;
@@ -25,7 +27,7 @@ BOOT_ARGS=()
 for a in "$@"; do
   case "$a" in
     --no-venv) BOOT_ARGS+=(--no-venv) ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
     *) ARGS+=("$a") ;;
   esac
 done

@@ -107,24 +107,43 @@ class StageCache:
         except (FileNotFoundError, json.JSONDecodeError):
             return None
 
-    @property
-    def valid(self) -> bool:
+    def checked_meta(self) -> dict | None:
+        """The stored ``_meta.json`` when the cache is valid, else None. Under N processes the
+        main process decides for all (`distributed.agreed`)."""
+        from .distributed import agreed
+
         meta = self.meta
-        return (
+        ok = (
             not self.force
             and meta is not None
             and meta.get("key") == self.key
             and meta.get("format_version") == FORMAT_VERSION
         )
+        if not agreed(ok):
+            return None
+        return meta if ok else self.meta  # valid for the main process: read it here too
+
+    @property
+    def valid(self) -> bool:
+        return self.checked_meta() is not None
 
     @contextlib.contextmanager
     def writing(self, **info: Any) -> Iterator[Path]:
-        """Yield an empty temp folder; on success it atomically becomes `self.path`."""
+        """Yield an empty temp folder; on success it atomically becomes `self.path`.
+
+        Under N processes every process computes the same artifact, the main one moves it into
+        place, the others drop theirs, and all wait until it is there."""
+        from .distributed import barrier, is_main
+
         tmp = self.path.with_name(f".{self.path.name}.tmp-{uuid.uuid4().hex[:8]}")
         tmp.mkdir(parents=True)
         start = time.perf_counter()
         try:
             yield tmp
+            if not is_main():
+                self.force = False
+                barrier()
+                return
             write_json(
                 tmp / "_meta.json",
                 {
@@ -142,6 +161,7 @@ class StageCache:
             if old is not None:
                 shutil.rmtree(old, ignore_errors=True)
             self.force = False
+            barrier()
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)

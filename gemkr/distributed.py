@@ -10,6 +10,7 @@ identity and nothing is initialised.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 
@@ -41,6 +42,41 @@ def is_main() -> bool:
 def barrier() -> None:
     if launched():
         _state().wait_for_everyone()
+
+
+def batch_processes() -> int:
+    """How many processes the training batches are shared between (the launcher's count)."""
+    return world()[0]
+
+
+def per_process(batch: int, accum: int = 1) -> tuple[int, int]:
+    """(micro-batch, accumulation steps) keeping the global batch ``batch x accum`` of the
+    config under `batch_processes()` processes: `train.fit` shares each step's micro-batches
+    out, so the accumulation steps must be a multiple of N; the micro-batch shrinks to keep the
+    product. One process: unchanged. E.g. 16 x 1 under 2 processes -> 8 x 2 (each process one
+    micro-batch of 8 per step); 12 x 2 under 2 -> 12 x 2."""
+    n = batch_processes()
+    if accum % n == 0:
+        return batch, accum
+    steps = math.lcm(accum, n)
+    if batch % (steps // accum):
+        raise ValueError(f"a global batch of {batch} x {accum} cannot be shared evenly between "
+                         f"{n} processes: {steps} accumulation steps need a batch divisible by "
+                         f"{steps // accum}; change the batch size or the number of processes")
+    return batch // (steps // accum), steps
+
+
+def agreed(value):
+    """The main process's `value`, on every process (a decision all must take alike, such as
+    whether a cache is valid: another process may be writing it at that moment)."""
+    if not launched():
+        return value
+    import torch.distributed as dist
+
+    _state()
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def share(items: Sequence) -> list:

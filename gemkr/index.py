@@ -99,7 +99,7 @@ class CorpusIndex:
             raise IndexError_(f"a passage of {int(sizes.max())} tokens exceeds shard_tokens={cap}")
         groups, start, acc = [], 0, 0
         for i, s in enumerate(sizes.tolist()):
-            if acc + s > cap:
+            if _starts_new_shard(acc, s, cap):
                 groups.append((start, i))
                 start, acc = i, 0
             acc += s
@@ -154,7 +154,7 @@ class CorpusIndex:
                 raise IndexError_(f"passage #{n_docs + len(batch)} has no tokens")
             if size > shard_tokens:
                 raise IndexError_(f"a passage of {size} tokens exceeds shard_tokens={shard_tokens}")
-            if batch and held + size > shard_tokens:  # the same grouping rule as `build`
+            if _starts_new_shard(held, size, shard_tokens):
                 flush()
             batch.append(doc)
             sizes.append(size)
@@ -358,6 +358,12 @@ def _header(eos: int, bos: int | None, vocab_size: int, dtype: np.dtype, num_doc
     return {"format": FORMAT, "version": VERSION, "eos": int(eos), "bos": bos,
             "vocab_size": vocab_size, "dtype": np.dtype(dtype).name, "num_docs": num_docs,
             "num_tokens": num_tokens, "shards": shards}
+
+
+def _starts_new_shard(held: int, size: int, cap: int) -> bool:
+    """The grouping rule of `build` and `build_streamed`: a passage of `size` stored tokens opens
+    a new shard when the `held` tokens of the current one plus it would pass `cap`."""
+    return held > 0 and held + size > cap
 
 
 def _pieces(docs: Sequence[Sequence[int]], bos: int | None, eos: int):

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import artifacts, examples, knowledge, pretrain, train
+from . import artifacts, distributed, examples, knowledge, pretrain, train
 from .config import recorded_reads
 from .hardware import bf16_native
 from .model import GeMKR, add_lora, build_llm, template_ids
@@ -125,21 +125,17 @@ def limited_reads(name: str, allowed: tuple[str, ...]):
     _outside(name, seen, frozenset((*allowed, *IN_EVERY_KEY)))
 
 
-def _outside(name: str, seen: set, allowed: frozenset) -> None:
+def _outside(name: str, seen: set, allowed: frozenset, when: str = "") -> None:
     extra = sorted(seen - allowed)
     if extra:
-        raise CacheKeyError(f"{name} read {extra}, but no cache key it loads from covers them: "
-                            "add them to a field list in gemkr/trained.py")
+        raise CacheKeyError(f"{name} read {extra}{when}, but no cache key it loads from covers "
+                            "them: add them to a field list in gemkr/trained.py")
 
 
 def _check_reads() -> None:
-    if not _RECORDING:
-        return
-    name, seen, allowed = _RECORDING[-1]
-    extra = sorted(seen - allowed)
-    if extra:
-        raise CacheKeyError(f"{name} read {extra} while training, but its cache key does not "
-                            "cover them: add them to its field list in gemkr/trained.py")
+    """Before a stage stores its result: the fields read so far lie inside its key."""
+    if _RECORDING:
+        _outside(*_RECORDING[-1], when=" while training")
 
 
 def _fields(cfg, names) -> dict:
@@ -152,6 +148,8 @@ def _cache(cfg, name: str, parts: tuple, sources: tuple[str, ...], force: bool,
     (``train_bf16`` and native support), so a machine without bfloat16 trains its own. The parts
     themselves are stored beside the key (`_save`) and compared on a hit (`_hit`)."""
     key_parts = (*parts, cfg.seed, _bf16(cfg, device))
+    if distributed.batch_processes() > 1:  # micro-batches split for N processes: other sums
+        key_parts += (f"batches shared by {distributed.batch_processes()} processes",)
     cache = artifacts.stage_cache(artifacts_dir(cfg.profile, STAGE), name, key_parts=key_parts,
                                   force=force, sources=sources)
     cache.key_parts = json.loads(json.dumps(key_parts, sort_keys=True, default=str))
@@ -162,9 +160,10 @@ def _hit(cache) -> bool:
     """Whether `cache` holds this stage's result: its key matches and the settings, upstream keys
     and data hashes it was stored for equal the ones in use (the key is a 16-digit hash of them:
     a hit is checked against what it stands for, and a difference is named)."""
-    if not cache.valid:
+    meta = cache.checked_meta()  # `_meta.json` read once, for the key and the parts
+    if meta is None:
         return False
-    stored = cache.meta.get("key_parts")
+    stored = meta.get("key_parts")
     if stored != cache.key_parts:
         raise CacheKeyError(f"{cache.path} matches this run's cache key but was stored for other "
                             f"settings ({_difference(stored, cache.key_parts)}); delete the "
@@ -197,16 +196,15 @@ def _ckpt(cache) -> Path:
 def _save(cache, model, info: dict) -> None:
     from safetensors.torch import save_file
 
-    from .distributed import barrier, is_main
-
     _check_reads()
-    if is_main():  # under N processes every one holds the same weights; one writes them
-        with cache.writing(**{k: v for k, v in info.items() if k != "history"},
-                           key_parts=cache.key_parts) as tmp:
-            save_file(train.trainable_state(model), str(tmp / "trainable.safetensors"))
-            artifacts.write_json(tmp / "run.json", info)
+    # under N processes every one holds the same weights: the main one's go into the cache
+    with cache.writing(**{k: v for k, v in info.items() if k != "history"},
+                       key_parts=cache.key_parts) as tmp:
+        save_file(train.trainable_state(model), str(tmp / "trainable.safetensors"))
+        artifacts.write_json(tmp / "run.json", info)
+    if distributed.is_main():
         shutil.rmtree(_ckpt(cache), ignore_errors=True)
-    barrier()
+    distributed.barrier()
 
 
 def _load(cache, model) -> dict:
@@ -244,14 +242,16 @@ def vision_tower(cfg, bench, *, train_if_missing: bool = True, force: bool = Fal
     scene_text = pretrain.text_features(clip, tokenizer, data["scene_texts"])
     before = pretrain.zero_shot_accuracy(clip, test["crops"], test["objs"], obj_text)
     n_scenes = len(data["scenes"])
-    steps = math.ceil(n_scenes / cfg.vision_batch)
+    bs, accum = distributed.per_process(cfg.vision_batch)
+    steps = math.ceil(n_scenes / bs)
     out = train.fit(
         clip, lambda m, b: pretrain.contrastive_loss(m, *b),
-        lambda e: pretrain.vision_batches(data, obj_text, scene_text, cfg.vision_batch,
+        lambda e: pretrain.vision_batches(data, obj_text, scene_text, bs,
                                           np.random.default_rng([cfg.seed, 4, 1, e])),
         epochs=cfg.vision_epochs, steps_per_epoch=steps, lr=cfg.vision_lr,
-        min_lr=cfg.vision_lr / 10, warmup_steps=min(20, steps), weight_decay=0.05,
-        ckpt_dir=_ckpt(cache), desc="vision pretraining", device=device, bf16=_bf16(cfg, device))
+        min_lr=cfg.vision_lr / 10, warmup_steps=min(20, math.ceil(steps / accum)),
+        weight_decay=0.05, grad_accum=accum, ckpt_dir=_ckpt(cache), desc="vision pretraining",
+        device=device, bf16=_bf16(cfg, device))
     after = pretrain.zero_shot_accuracy(clip, test["crops"], test["objs"], obj_text)
     info = {**out, "zero_shot_before": before, "zero_shot_after": after,
             "train_crops": len(data["crops"]), "train_scenes": n_scenes,
@@ -316,7 +316,7 @@ def knowledge_llm(cfg, index, tok, sp, probe: list[int], *, train_if_missing: bo
     fillers = knowledge.gloss_fillers(texts)
     starts = knowledge_starts(cfg, tok, sp, names)
     before = {k: knowledge.verbatim_share(llm, docs[sl], starts[sl]) for k, sl in probes.items()}
-    bs = cfg.llm_pretrain_batch
+    bs, accum = distributed.per_process(cfg.llm_pretrain_batch)
 
     def epoch_batches(e):
         rng = np.random.default_rng([cfg.seed, 4, 2, e])
@@ -329,9 +329,10 @@ def knowledge_llm(cfg, index, tok, sp, probe: list[int], *, train_if_missing: bo
         llm, lambda m, b: knowledge.lm_loss_over(m, b, vocab), epoch_batches,
         epochs=cfg.llm_pretrain_epochs, steps_per_epoch=math.ceil(len(docs) / bs),
         lr=cfg.llm_pretrain_lr, min_lr=cfg.llm_pretrain_lr / 10,
-        warmup_steps=min(100, cfg.llm_pretrain_epochs * math.ceil(len(docs) / bs) // 10),
-        weight_decay=0.01, ckpt_dir=_ckpt(cache), desc="LLM knowledge pretraining",
-        device=device, bf16=_bf16(cfg, device))
+        warmup_steps=min(100, cfg.llm_pretrain_epochs
+                         * math.ceil(math.ceil(len(docs) / bs) / accum) // 10),
+        weight_decay=0.01, grad_accum=accum, ckpt_dir=_ckpt(cache),
+        desc="LLM knowledge pretraining", device=device, bf16=_bf16(cfg, device))
     after = {k: knowledge.verbatim_share(llm, docs[sl], starts[sl]) for k, sl in probes.items()}
     info = {**out, "passages": len(docs), "tokens": int(sum(len(d) for d in docs)),
             "output_vocab": len(vocab.ids),
@@ -462,15 +463,16 @@ def aligned_tokens(cfg, llm, tok, sp, inputs: dict, objects, targets: list[list[
                 naming["naming_before"], naming["naming_chance"] = object_naming(
                     model.eval(), inputs, probe_objects, probe_targets, seed=cfg.seed,
                     bf16=_bf16(cfg, device))
-            bs = cfg.align_batch
+            bs, accum = distributed.per_process(cfg.align_batch)
             out = train.fit(
                 model, lambda m, b: m.align_loss(b),
                 lambda e: examples.alignment_batches(objects, inputs, targets, bs,
                                                      np.random.default_rng([cfg.seed, 4, 5, e])),
                 epochs=cfg.align_epochs, steps_per_epoch=math.ceil(len(objects) / bs),
                 lr=cfg.align_lr, min_lr=cfg.align_lr / 10,
-                warmup_steps=min(20, math.ceil(len(objects) / bs)), weight_decay=0.0,
-                ckpt_dir=_ckpt(cache), desc="alignment", device=device, bf16=_bf16(cfg, device))
+                warmup_steps=min(20, math.ceil(len(objects) / bs / accum)), weight_decay=0.0,
+                grad_accum=accum, ckpt_dir=_ckpt(cache), desc="alignment", device=device,
+                bf16=_bf16(cfg, device))
             if naming:
                 naming["naming_after"], _ = object_naming(model.eval(), inputs, probe_objects,
                                                           probe_targets, seed=cfg.seed,
@@ -523,7 +525,7 @@ def gemkr_model(cfg, clip, llm, tok, sp, inputs: dict, questions, targets: list[
     if not train_if_missing:
         raise _missing(f"GeMKR model ({variant})", cache)
     base = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
-    bs = cfg.batch_size
+    bs, accum = distributed.per_process(cfg.batch_size, cfg.grad_accum)
     out = train.fit(
         model, lambda m, b: m(b),
         lambda e: examples.batches(questions, inputs, targets, bs,
@@ -532,7 +534,7 @@ def gemkr_model(cfg, clip, llm, tok, sp, inputs: dict, questions, targets: list[
                                    and cfg.use_text else 0.0),
         epochs=cfg.epochs, steps_per_epoch=math.ceil(len(questions) / bs), lr=cfg.lr,
         min_lr=cfg.min_lr, warmup_steps=cfg.warmup_steps, weight_decay=cfg.weight_decay,
-        grad_accum=cfg.grad_accum, ckpt_dir=_ckpt(cache), desc=f"GeMKR tuning ({variant})",
+        grad_accum=accum, ckpt_dir=_ckpt(cache), desc=f"GeMKR tuning ({variant})",
         device=device, bf16=_bf16(cfg, device))
     unchanged = all(torch.equal(p, base[n]) for n, p in model.named_parameters()
                     if not p.requires_grad)

@@ -5,6 +5,7 @@ gather them back in order."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -16,18 +17,22 @@ from gemkr import distributed
 from gemkr.paths import REPO_ROOT
 
 SCRIPT = str(REPO_ROOT / "tests" / "helpers" / "fit_processes.py")
+SMOKE = str(REPO_ROOT / "tests" / "helpers" / "smoke_processes.py")
 # float tolerance: the 2-process run adds the same per-micro-batch gradients in another order
 ATOL = 1e-6
+# the smoke GeMKR's tuning (bfloat16 autocast where native): the same micro-batch gradients,
+# summed by an all-reduce instead of in place, over every optimizer step
+SMOKE_ATOL = 1e-5
 
 
-def _run(out, processes: int, *extra, expect: int = 0):
+def _run(out, processes: int, *extra, expect: int = 0, script: str = SCRIPT):
     env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
     env |= {"OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1", "PYTHONPATH": str(REPO_ROOT)}
-    cmd = ([sys.executable, SCRIPT] if processes == 1 else
+    cmd = ([sys.executable, script] if processes == 1 else
            [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes),
-            "--master_port", "29531", SCRIPT])
+            "--master_port", "29531", script])
     proc = subprocess.run([*cmd, str(out), *extra], cwd=REPO_ROOT, env=env, capture_output=True,
-                          text=True, timeout=600)
+                          text=True, timeout=1200)
     assert proc.returncode == expect, proc.stdout[-2000:] + proc.stderr[-3000:]
     return proc
 
@@ -75,3 +80,56 @@ def test_one_process_helpers_are_the_identity():
     assert distributed.world() == (1, 0) and distributed.is_main()
     assert distributed.share(range(5)) == [0, 1, 2, 3, 4]
     assert distributed.in_batches(lambda a, b: list(range(a, b)), 10, 3) == list(range(10))
+
+
+def test_per_process_keeps_the_global_batch(monkeypatch):
+    assert distributed.per_process(16, 1) == (16, 1)  # one process: the config's own
+    for n, (batch, accum), want in [(2, (16, 1), (8, 2)), (2, (12, 2), (12, 2)),
+                                    (4, (12, 2), (6, 4)), (3, (12, 1), (4, 3))]:
+        monkeypatch.setattr(distributed, "batch_processes", lambda n=n: n)
+        got = distributed.per_process(batch, accum)
+        assert got == want and got[0] * got[1] == batch * accum and got[1] % n == 0
+    monkeypatch.setattr(distributed, "batch_processes", lambda: 4)
+    with pytest.raises(ValueError, match="cannot be shared evenly between 4 processes"):
+        distributed.per_process(6, 1)
+
+
+@pytest.fixture(scope="module")
+def smoke_04_restored(tmp_path_factory):
+    """The smoke stages 01-03 (a no-op when up to date); 04's trained parts are copied aside and
+    put back afterwards (the runs below train the parts of a 2-process batch split in place)."""
+    for nb in ("01", "02", "03"):
+        proc = subprocess.run(["./run_all.sh", "--profile", "smoke", "--only", nb],
+                              cwd=REPO_ROOT, capture_output=True, text=True, timeout=1800)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    stage = REPO_ROOT / "artifacts" / "smoke" / "04_training"
+    saved = tmp_path_factory.mktemp("saved") / "04_training"
+    if stage.exists():
+        shutil.copytree(stage, saved, symlinks=True)
+    yield
+    shutil.rmtree(stage, ignore_errors=True)
+    if saved.exists():
+        shutil.copytree(saved, stage, symlinks=True)
+
+
+def test_smoke_gemkr_trains_and_evaluates_in_two_processes_like_one(tmp_path,
+                                                                   smoke_04_restored):
+    # one process with the 2-process batch split: trains every missing stage, tunes, evaluates
+    _run(tmp_path / "one", 1, "--train", "--as-processes", "2", script=SMOKE)
+    # two processes evaluate the same weights (the cache the run above wrote): equal tables,
+    # GeMKR's clues included
+    _run(tmp_path / "two_eval", 2, script=SMOKE)
+    one = json.loads((tmp_path / "one" / "tables.json").read_text())
+    two = json.loads((tmp_path / "two_eval" / "tables.json").read_text())
+    assert one["processes"] == 1 and two["processes"] == 2
+    assert one["ranked"]["GeMKR"] and one["clues"]
+    assert two["scores"] == one["scores"]
+    assert two["ranked"] == one["ranked"]
+    assert two["clues"] == one["clues"]
+    # two processes retrain the tuning stage: the weights of the one-process run
+    _run(tmp_path / "two", 2, "--train", script=SMOKE)
+    w1 = load_file(str(tmp_path / "one" / "tuning.safetensors"))
+    w2 = load_file(str(tmp_path / "two" / "tuning.safetensors"))
+    assert set(w1) == set(w2)
+    worst = max(float((w1[k] - w2[k]).abs().max()) for k in w1)
+    assert worst <= SMOKE_ATOL, f"largest difference {worst:.2e}"

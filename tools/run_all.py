@@ -32,6 +32,17 @@ class _Parser(argparse.ArgumentParser):
         fail(f"{message} (see ./run_all.sh --help)")
 
 
+# the notebooks whose trainings (`train.fit`) and evaluations (`distributed.in_batches`) share
+# their work out under N processes; the others run in one
+DISTRIBUTED = ("04_training", "05_evaluation", "06_ablations")
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"--processes needs a whole number >= 1, not {text!r}")
+    return int(text)
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     ap = _Parser(prog="run_all.sh", description=__doc__.splitlines()[0])
     ap.add_argument("--profile", default="default", help="smoke | default | small | paper")
@@ -49,6 +60,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         metavar=("NAME", "VALUE"),
         help="notebook parameter (repeatable)",
     )
+    ap.add_argument("--processes", type=_positive, default=1, metavar="N",
+                    help="run the trainings and evaluations of notebooks "
+                    f"{', '.join(n[:2] for n in DISTRIBUTED)} in N processes (torchrun: one per "
+                    "GPU, or N CPU processes with gloo)")
     ap.add_argument("--check-only", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument(
         "--notebooks", nargs="+", default=list(notebooks.NOTEBOOKS), help=argparse.SUPPRESS
@@ -125,15 +140,20 @@ def stamp_key(previous: str, name: str, params: dict, source: str) -> str:
     return h.hexdigest()
 
 
-def run_notebook(name: str, params: dict, profile: str, log_path: Path) -> tuple[bool, Path]:
-    """Execute one notebook with papermill; tee its output to `log_path`."""
+def run_notebook(name: str, params: dict, profile: str, log_path: Path,
+                 processes: int = 1) -> tuple[bool, Path]:
+    """Execute one notebook with papermill; tee its output to `log_path`. With `processes` > 1
+    (notebooks in DISTRIBUTED) torchrun starts that many papermill runs of it, each kernel one
+    process of the group (tools/papermill_rank.py: the main one writes the executed copy)."""
     out = ROOT / "results" / profile / "executed" / f"{name}.ipynb"
     out.parent.mkdir(parents=True, exist_ok=True)
+    launch = [sys.executable, "-m", "papermill"]
+    if processes > 1 and name in DISTRIBUTED:
+        launch = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                  "--nproc_per_node", str(processes), "tools/papermill_rank.py"]
     # repository-relative paths (cwd=ROOT): papermill records them in the executed notebook
     cmd = [
-        sys.executable,
-        "-m",
-        "papermill",
+        *launch,
         f"notebooks/{name}.ipynb",
         str(out.relative_to(ROOT)),
         "-k",
@@ -299,16 +319,19 @@ def main(argv: list[str]) -> int:
         # it changes how results are reached, not what they are)
         params = {**todo[name], **({"FORCE": True} if args.force and "FORCE" in declared[name]
                                    else {})}
+        n_proc = args.processes if name in DISTRIBUTED else 1
         if args.dry_run:
-            print(f"== {name}: would run with {json.dumps(params)}")
+            print(f"== {name}: would run with {json.dumps(params)}"
+                  + (f" in {n_proc} processes" if n_proc > 1 else ""))
             continue
-        print(f"== {name}: running with {json.dumps(params)}")
+        print(f"== {name}: running with {json.dumps(params)}"
+              + (f" in {n_proc} processes" if n_proc > 1 else ""))
         stamp.unlink(missing_ok=True)  # a half-run notebook never looks finished
         drop_outputs(profile, name[:2])
         start = time.perf_counter()
         log_path = logs / f"{name}.log"
         try:
-            ok, out = run_notebook(name, params, profile, log_path)
+            ok, out = run_notebook(name, params, profile, log_path, args.processes)
         except KeyboardInterrupt:
             rows[name] = {"status": "interrupted", "wall_s": round(time.perf_counter() - start, 1)}
             write_manifest(profile, rows, run, keys)

@@ -12,6 +12,7 @@ def _row(stage: str, info: dict, measure: str, before, after, precision=None) ->
     history = info.get("history") or [None]
     return {"stage": stage, "precision": info.get("precision", precision),
             "seconds": info.get("seconds", 0.0), "steps": len(info.get("history") or []),
+            "processes": info.get("processes", 1),
             "first_loss": history[0], "last_loss": history[-1], "measure": measure,
             "before": before, "after": after}
 

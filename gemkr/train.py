@@ -107,7 +107,8 @@ def fit(model: torch.nn.Module, loss_fn: Callable, epoch_batches: Callable[[int]
         epochs: int, steps_per_epoch: int, lr: float, min_lr: float, warmup_steps: int,
         weight_decay: float, grad_accum: int = 1, ckpt_dir: Path | None = None,
         desc: str = "training", device: str = "cpu", bf16: bool = False) -> dict:
-    """Train the parameters of `model` that require grad; returns history and wall time.
+    """Train the parameters of `model` that require grad; returns the loss history (one value
+    per optimizer step: its micro-batches' mean) and wall time.
 
     `epoch_batches(epoch)` yields the micro-batches of one epoch (seeded by the caller: every
     process draws the same ones); `loss_fn(model, batch)` returns a scalar loss, computed under
@@ -181,7 +182,7 @@ def fit(model: torch.nn.Module, loss_fn: Callable, epoch_batches: Callable[[int]
                 bar.set_postfix(loss=f"{losses[i]:.3f}")
             batch = following
         bar.close()
-        history += _gathered_losses(losses, n_proc)
+        history += _step_losses(_gathered_losses(losses, n_proc), grad_accum)
         if ckpt_dir is not None and acc.is_main_process:
             save_checkpoint(Path(ckpt_dir), acc.unwrap_model(model), optimizer, scheduler,
                             epoch + 1, history)
@@ -189,7 +190,7 @@ def fit(model: torch.nn.Module, loss_fn: Callable, epoch_batches: Callable[[int]
     model.eval()
     return {"history": history, "seconds": time.perf_counter() - start,
             "resumed_from_epoch": start_epoch, "precision": "bf16 autocast" if bf16 else "fp32",
-            "processes": n_proc}
+            "processes": n_proc, "grad_accum": grad_accum}
 
 
 def _micro_batch_seed(base: int, epoch: int, i: int) -> int:
@@ -211,6 +212,14 @@ def _sum_gradients(model: torch.nn.Module) -> None:
     for p in params:
         p.grad = flat[o:o + p.numel()].view_as(p).clone()
         o += p.numel()
+
+
+def _step_losses(micro: list[float], grad_accum: int) -> list[float]:
+    """One loss per optimizer step: the mean of its micro-batches' losses (groups of
+    `grad_accum`, the epoch's last one possibly short), so a loss curve has the same steps
+    whatever the accumulation and the number of processes."""
+    return [sum(g) / len(g) for g in (micro[s:s + grad_accum]
+                                      for s in range(0, len(micro), grad_accum))]
 
 
 def _gathered_losses(losses: dict[int, float], n_proc: int) -> list[float]:

@@ -147,9 +147,10 @@ def _cache(cfg, name: str, parts: tuple, sources: tuple[str, ...], force: bool,
     """The stage cache of one trained part; the key includes whether it trains in bfloat16 here
     (``train_bf16`` and native support), so a machine without bfloat16 trains its own. The parts
     themselves are stored beside the key (`_save`) and compared on a hit (`_hit`)."""
+    # not keyed by the number of processes: a part trained in N processes (the config's global
+    # batch, split into micro-batches: `distributed.per_process`) is the one a later single-
+    # process notebook or query loads; its run record says how many trained it
     key_parts = (*parts, cfg.seed, _bf16(cfg, device))
-    if distributed.batch_processes() > 1:  # micro-batches split for N processes: other sums
-        key_parts += (f"batches shared by {distributed.batch_processes()} processes",)
     cache = artifacts.stage_cache(artifacts_dir(cfg.profile, STAGE), name, key_parts=key_parts,
                                   force=force, sources=sources)
     cache.key_parts = json.loads(json.dumps(key_parts, sort_keys=True, default=str))

@@ -299,6 +299,7 @@ def main(argv: list[str]) -> int:
            "command": user_command(argv), "git": artifacts.git_state(),
            "cold": is_cold(profile), "seed": next(iter(todo.values()), {}).get("SEED", 0),
            "hardware": None if args.dry_run else hardware(),
+           "processes": args.processes,
            "python": sys.version.split()[0]}
     stamps.mkdir(parents=True, exist_ok=True)
     logs.mkdir(parents=True, exist_ok=True)

@@ -6,9 +6,9 @@ Loads the smoke pipeline the way notebooks 04/05 do (training what is missing), 
 GeMKR and every baseline of 05 on the test questions of the first knowledge base.
   --train           retrain the GeMKR tuning stage (its cache is rebuilt; the stages before it
                     come from the cache);
-  --as-processes N  in one process, share the batches as N processes do (micro-batch and
-                    accumulation from `distributed.per_process`, the same cache keys): the
-                    single-process run with the global batch of an N-process run.
+  --as-processes N  in one process, split the batches as N processes do (micro-batch and
+                    accumulation from `distributed.per_process`): the single-process run with
+                    the global batch and the micro-batches of an N-process run.
 The main process writes OUT_DIR/tuning.safetensors (the tuned trainable tensors) and
 OUT_DIR/tables.json (each method's scores and ranked passages)."""
 

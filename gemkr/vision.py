@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .artifacts import atomic_write
+
 TINY_VIT = "gemkr-tiny-vit"
 
 
@@ -49,7 +51,9 @@ def register_tiny_vit(cfg, config_dir: Path) -> str:
                          "hf_model_pretrained": True}}
     config_dir.mkdir(parents=True, exist_ok=True)
     path = config_dir / f"{TINY_VIT}.json"
-    path.write_text(json.dumps(spec, indent=1))
+    # atomically: under N processes each registers the model while another may be reading the
+    # folder's configs (open_clip rescans them all); a half-written file would not parse
+    atomic_write(path, json.dumps(spec, indent=1))
     open_clip.add_model_config(path)
     return TINY_VIT
 

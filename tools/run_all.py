@@ -143,12 +143,12 @@ def stamp_key(previous: str, name: str, params: dict, source: str) -> str:
 def run_notebook(name: str, params: dict, profile: str, log_path: Path,
                  processes: int = 1) -> tuple[bool, Path]:
     """Execute one notebook with papermill; tee its output to `log_path`. With `processes` > 1
-    (notebooks in DISTRIBUTED) torchrun starts that many papermill runs of it, each kernel one
-    process of the group (tools/papermill_rank.py: the main one writes the executed copy)."""
+    torchrun starts that many papermill runs of it, each kernel one process of the group
+    (tools/papermill_rank.py: the main one writes the executed copy)."""
     out = ROOT / "results" / profile / "executed" / f"{name}.ipynb"
     out.parent.mkdir(parents=True, exist_ok=True)
     launch = [sys.executable, "-m", "papermill"]
-    if processes > 1 and name in DISTRIBUTED:
+    if processes > 1:
         launch = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                   "--nproc_per_node", str(processes), "tools/papermill_rank.py"]
     # repository-relative paths (cwd=ROOT): papermill records them in the executed notebook
@@ -332,7 +332,7 @@ def main(argv: list[str]) -> int:
         start = time.perf_counter()
         log_path = logs / f"{name}.log"
         try:
-            ok, out = run_notebook(name, params, profile, log_path, args.processes)
+            ok, out = run_notebook(name, params, profile, log_path, n_proc)
         except KeyboardInterrupt:
             rows[name] = {"status": "interrupted", "wall_s": round(time.perf_counter() - start, 1)}
             write_manifest(profile, rows, run, keys)

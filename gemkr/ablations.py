@@ -40,6 +40,9 @@ VARIANTS = (
     Variant("projection instead of names", "visual tokens",
             "object token = Linear(crop feature) + box, trained in tuning only (no name lookup, "
             "no alignment)", train={"object_names": False, "align_epochs": 0}),
+    Variant("one token per name", "visual tokens",
+            "an object's naming in one token (the mean embedding of each name's tokens), not "
+            "spelled over the name's tokens (the previous default)", train={"name_tokens": 1}),
     Variant("aligned projection instead of names", "visual tokens",
             "object token = Linear(crop feature) + box after the alignment stage (the previous "
             "default)", train={"object_names": False}),

@@ -53,7 +53,7 @@ def forward_shapes(model: GeMKR, batch: Batch) -> pd.DataFrame:
         rows.insert(3, ("box features", batch.geometry, "where each box is (examples.box_"
                         "geometry)", "examples.box_geometry"))
     if visual is not None:
-        rows.append(("visual tokens", visual, "[CLS, one token per object slot] in the LLM's "
+        rows.append(("visual tokens", visual, "[CLS, each object slot's tokens] in the LLM's "
                      "input space", "VisualTokens.forward"))
     rows += [
         ("inputs_embeds", embeds, "prompt + visual tokens + clue + EOS, left-padded",
@@ -78,14 +78,19 @@ def _segments(model: GeMKR, batch: Batch, i: int, visual) -> list[tuple[str, lis
         head, tail = PROMPT.split("<ImageHere>")[0].split("{input}")
         joint = CAPTION_JOINT if batch.captioned[i] else CAPTION_OPENING
         first = [bos, *tok(head + batch.texts[i] + joint, add_special_tokens=False)["input_ids"]]
-        slots = [k for k in range(visual.shape[1] - 1) if bool(batch.mask[i, k])]
+        keep = model.object_mask(batch, visual)
+        slots = [k for k in range(visual.shape[1] - 1) if bool(keep[i, k])]
         segs = [("prompt", first), ("object token", [k + 1 for k in slots]),
                 ("prompt", tok(tail, add_special_tokens=False)["input_ids"]),
                 ("CLS token", [0])]
     else:
         text = batch.texts[i] if model.use_text else ""
         segs = [("prompt", template_ids(tok, bos, text)[0])]
-        if visual is not None:
+        if visual is not None and model._spelled(visual):
+            keep = model.object_mask(batch, visual)
+            segs.append(("visual token", [0, *[k + 1 for k in range(visual.shape[1] - 1)
+                                                if bool(keep[i, k])]]))
+        elif visual is not None:
             segs.append(("visual token", list(range(visual.shape[1]))))
     return [*segs, ("prompt", after), ("clue", target)]
 

@@ -128,6 +128,11 @@ class Config:
         "(aligned when align_epochs > 0)", "04")
     name_sharpness: float = _f(
         50.0, "inverse temperature of the name lookup over cosine similarities", "04")
+    name_tokens: int = _f(
+        4, "positions an object's name is spelled over by the name lookup: position l = the "
+        "tower's naming probabilities applied to the names' l-th token embeddings, as many "
+        "positions as the most likely name has tokens (up to N); 1 = one token per object, the "
+        "mean embedding of each name's tokens", "04")
     visual_caption: str = _f(
         "always", "objects layout: where the object tokens stand. always: where a caption's "
         "names go, in every prompt ('<question> <caption>: <o1> ... <oK>', or '<question> a "
@@ -308,7 +313,8 @@ _DEFAULT = dataclasses.replace(
     # projection, another LLM: ~10 min each on a 2-core CPU), the redundant "both removed" row,
     # and, for time, "projection instead of names" and "clue cap 4 tokens" (measured at commit
     # 1f9a4c3, both within noise of the full model); `smoke` runs them all, `small` / `paper` too
-    ablation_variants=("full model", "paper's visual tokens", "w/o visual caption",
+    ablation_variants=("full model", "paper's visual tokens", "one token per name",
+                       "w/o visual caption",
                        "visual caption without the caption only", "confident boxes only",
                        "caption of every box", "w/o box features", "oracle boxes",
                        "w/o caption dropout", "w/o object features", "w/o dual-flow attention",
@@ -412,6 +418,8 @@ def get_config(profile: str, seed: int = 0, **overrides: Any) -> Config:
     if cfg.visual_caption not in VISUAL_CAPTION:
         raise ConfigError(f"visual_caption={cfg.visual_caption!r}: choose one of "
                           f"{', '.join(VISUAL_CAPTION)}")
+    if cfg.name_tokens < 1:
+        raise ConfigError(f"name_tokens={cfg.name_tokens}: a name takes at least one position")
     if not 0.0 <= cfg.det_conf <= cfg.caption_conf <= 1.0:
         raise ConfigError(f"det_conf={cfg.det_conf}, caption_conf={cfg.caption_conf}: the caption "
                           "names a subset of the boxes read, so 0 <= det_conf <= caption_conf <= 1")

@@ -222,16 +222,19 @@ class GeMKR(nn.Module):
         emb = self.llm.get_input_embeddings()
         dev = emb.weight.device
         after = emb(torch.tensor(template_ids(self.tokenizer, self.sp.bos)[1], device=dev))
+        keep = self.object_mask(batch, visual)
         out = []
         for i, text in enumerate(batch.texts):
             if self._inline(batch, visual, i):
-                parts = self._visual_caption(emb, text, visual[i], batch.mask[i], skip,
+                parts = self._visual_caption(emb, text, visual[i], keep[i], skip,
                                              bool(batch.captioned[i]))
             else:
                 before_ids, _ = template_ids(self.tokenizer, self.sp.bos,
                                              text if self.use_text else "")
                 parts = [emb(torch.tensor(before_ids[skip:], device=dev))]
-                if visual is not None:
+                if visual is not None and self._spelled(visual):
+                    parts.append(visual[i][torch.cat([keep.new_ones(1), keep[i]]).to(dev)])
+                elif visual is not None:
                     parts.append(visual[i])
             parts.append(after)
             target = [] if batch.targets is None else list(batch.targets[i]) + [self.sp.eos]
@@ -239,6 +242,22 @@ class GeMKR(nn.Module):
                 parts.append(emb(torch.tensor(target, device=dev)))
             out.append((torch.cat(parts), target))
         return out
+
+    def _spelled(self, visual) -> bool:
+        """Whether `visual` holds several positions per object slot (the name lookup spelling
+        names), as `visual` makes them (not one token per item, as the alignment stage's)."""
+        vt = self.visual_tokens
+        return (vt is not None and vt.per_object > 1
+                and visual.shape[1] == 1 + vt.n_objects * vt.per_object)
+
+    def object_mask(self, batch: Batch, visual) -> torch.Tensor | None:
+        """(B, object positions) of `visual`: which hold a token (`VisualTokens.token_mask`);
+        the batch's slot mask where a slot is one token."""
+        if visual is None or batch.mask is None or not self._spelled(visual):
+            return batch.mask
+        dev = self.visual_tokens.proj.weight.device
+        r, _ = self.encoder.pad_objects(batch.objects.to(dev), batch.mask.to(dev))
+        return self.visual_tokens.token_mask(r, batch.mask.to(dev))
 
     def _inline(self, batch: Batch, visual, i: int) -> bool:
         """Whether item `i` gets the visual caption (`visual_caption`: "always", or "dropped" and
@@ -267,10 +286,11 @@ class GeMKR(nn.Module):
                 emb(torch.tensor(rest, device=dev)), visual[:1]]
 
     def visual(self, batch: Batch) -> torch.Tensor:
-        """The visual tokens (B, 1 + visual_objects, H) of a batch: the prefixed ViT's CLS, and
-        per object slot either the last prefix row (paper layout) or the object's own feature
-        R with its box (objects layout); `encoder.pad_objects` zeroes R without object
-        features and in empty slots."""
+        """The visual tokens (B, 1 + visual_objects * per_object, H) of a batch: the prefixed
+        ViT's CLS, and per object slot either the last prefix row (paper layout) or the tokens
+        of the object's own feature R with its box (objects layout: one, or its name spelled
+        over several positions, `object_mask` says which are real); `encoder.pad_objects`
+        zeroes R without object features and in empty slots."""
         dev = self.visual_tokens.proj.weight.device
         objects, mask = batch.objects.to(dev), batch.mask.to(dev)
         cls, prefix = self.encoder(batch.images.to(dev), objects, mask)

@@ -46,7 +46,7 @@ LLM_FIELDS = ("llm", "llm_blocks", "llm_last_blocks", "llm_hidden", "llm_layers"
 GEMKR_FIELDS = ("prefix_len", "dual_flow", "object_features", "mask_empty_slots", "use_lora",
                 "use_image", "use_text", "use_caption", "det_oracle_boxes", "max_objects",
                 "visual_layout", "visual_objects", "box_features", "caption_dropout",
-                "object_names", "name_sharpness", "visual_caption",
+                "object_names", "name_sharpness", "name_tokens", "visual_caption",
                 "lora_r", "lora_alpha", "lora_dropout", "epochs", "batch_size", "grad_accum",
                 "lr", "min_lr", "warmup_steps", "weight_decay", "train_questions",
                 "clue_max_tokens", "min_clue_tokens")
@@ -391,9 +391,10 @@ def uses_names(cfg) -> bool:
 @torch.no_grad()
 def name_lookup(cfg, bench, clip, clip_tokenizer, llm, tok):
     """The `vision.NameLookup` of `cfg` (None when its object tokens do not use it): the tower's
-    text features of every object's passage and the LLM's mean input embedding of each object's
-    name (" " + the objects table's name: the word the detector's caption uses). Deterministic
-    from the trained tower and LLM, so nothing of it is cached."""
+    text features of every object's passage and the LLM's input embeddings of each object's name
+    (" " + the objects table's name: the word the detector's caption uses), its first
+    ``name_tokens`` tokens one per position, or their mean in one position (``name_tokens=1``).
+    Deterministic from the trained tower and LLM, so nothing of it is cached."""
     from .pretrain import object_passages, text_features
     from .vision import NameLookup
 
@@ -407,10 +408,16 @@ def name_lookup(cfg, bench, clip, clip_tokenizer, llm, tok):
     feats = text_features(clip, clip_tokenizer, passages)
     emb = llm.get_input_embeddings().weight
     names = bench.objects["name"].tolist()  # row i = object id i, as `object_passages`
-    rows = [emb[torch.tensor(tok(" " + n, add_special_tokens=False)["input_ids"])].mean(0)
-            for n in names]
+    spelled = emb.new_zeros(len(names), cfg.name_tokens, emb.shape[1])
+    valid = torch.zeros(len(names), cfg.name_tokens, dtype=torch.bool)
+    for i, name in enumerate(names):
+        rows = emb[torch.tensor(tok(" " + name, add_special_tokens=False)["input_ids"])]
+        if cfg.name_tokens == 1:
+            rows = rows.mean(0, keepdim=True)
+        rows = rows[:cfg.name_tokens]  # a longer name is cut (1 of 478 names has > 4 tokens)
+        spelled[i, :len(rows)], valid[i, :len(rows)] = rows, True
     return NameLookup(visual.ln_post.weight, visual.ln_post.bias, visual.ln_post.eps,
-                      visual.proj, feats, torch.stack(rows), cfg.name_sharpness)
+                      visual.proj, feats, spelled, valid, cfg.name_sharpness)
 
 
 def aligns(cfg) -> bool:

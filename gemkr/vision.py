@@ -252,32 +252,57 @@ def encode_crops(visual: nn.Module, crops: torch.Tensor, batch: int = 256) -> to
 
 
 class NameLookup(nn.Module):
-    """An object feature -> the tower's soft naming of it, in the LLM's input-embedding space.
+    """An object feature -> the tower's soft naming of it, spelled in the LLM's input-embedding
+    space.
 
     The kit's tower names 72 % of test crops zero-shot in its own text space, but a Linear map
     into the LLM carries little of that (a ridge fit picks the right name for 19 %; the
     alignment stage's probe 0.33 of 21 candidates). This reads the tower's naming directly:
-    ``softmax(s * cos(pool(R), T_j)) @ E`` with ``pool`` the tower's frozen ln_post + projection,
-    ``T_j`` the normalised text feature of object j's passage and ``E_j`` the mean LLM input
-    embedding of its name's tokens. Nothing here trains (buffers, recomputed from the tower and
-    the LLM when the model is assembled, so not saved). Written in the kit (no library maps a
-    CLIP tower onto an LLM's vocabulary like this); the idea is that of vocabulary-anchored
-    visual tokens (SPAE, V2L-Tokenizer)."""
+    ``p = softmax(s * cos(pool(R), T))`` with ``pool`` the tower's frozen ln_post + projection
+    and ``T_j`` the normalised text feature of object j's passage; then position ``l`` of the
+    object's tokens is the p-weighted mean of the names' l-th token embeddings (over the names
+    that have an l-th token), and the object gets as many positions as its most likely name has
+    tokens (`lengths`). A sharp naming thus spells the name's own tokens, the text the reader
+    learned (stage 2) to copy from captions; 42 % of the 478 names take 2 tokens or more in
+    SmolLM2's vocabulary. With one position (``spelled`` of shape (N, 1, H)) the token is the
+    mean embedding of each name's tokens (the previous default, 06's "one token per name").
+    Nothing here trains (buffers, recomputed from the tower and the LLM when the model is
+    assembled, so not saved). Written in the kit (no library maps a CLIP tower onto an LLM's
+    vocabulary like this); the idea is that of vocabulary-anchored visual tokens (SPAE,
+    V2L-Tokenizer)."""
 
-    def __init__(self, ln_weight, ln_bias, eps: float, proj, text_features, name_embeddings,
+    def __init__(self, ln_weight, ln_bias, eps: float, proj, text_features, spelled, valid,
                  sharpness: float):
         super().__init__()
+        if spelled.dim() != 3 or valid.shape != spelled.shape[:2]:
+            raise ValueError(f"spelled (names, positions, hidden) and valid (names, positions), "
+                             f"got {tuple(spelled.shape)} and {tuple(valid.shape)}")
+        if not bool(valid[:, 0].all()):
+            raise ValueError("every name needs at least one token")
         self.eps, self.sharpness = float(eps), float(sharpness)
+        self.positions = int(spelled.shape[1])
+        valid = valid.float()
         for name, t in (("ln_weight", ln_weight), ("ln_bias", ln_bias), ("proj", proj),
-                        ("text_features", text_features), ("name_embeddings", name_embeddings)):
+                        ("text_features", text_features), ("spelled", spelled * valid[..., None]),
+                        ("valid", valid)):
             self.register_buffer(name, t.detach().float().clone(), persistent=False)
 
-    def forward(self, objects: torch.Tensor) -> torch.Tensor:
-        """(..., width) raw object features -> (..., llm_hidden)."""
+    def naming(self, objects: torch.Tensor) -> torch.Tensor:
+        """(..., width) raw object features -> (..., names) the tower's naming probabilities."""
         x = F.layer_norm(objects.float(), (objects.shape[-1],), self.ln_weight, self.ln_bias,
                          self.eps) @ self.proj
-        p = torch.softmax(self.sharpness * F.normalize(x, dim=-1) @ self.text_features.T, -1)
-        return p @ self.name_embeddings
+        return torch.softmax(self.sharpness * F.normalize(x, dim=-1) @ self.text_features.T, -1)
+
+    def forward(self, objects: torch.Tensor) -> torch.Tensor:
+        """(..., width) raw object features -> (..., positions, llm_hidden)."""
+        p = self.naming(objects)
+        num = torch.einsum("...n,nlh->...lh", p, self.spelled)
+        den = torch.einsum("...n,nl->...l", p, self.valid)
+        return num / den.clamp_min(1e-12)[..., None]
+
+    def lengths(self, objects: torch.Tensor) -> torch.Tensor:
+        """(..., width) -> (...,) the token count of each object's most likely name."""
+        return self.valid.sum(-1).long()[self.naming(objects).argmax(-1)]
 
 
 GEO_SCALE = 0.1  # with the name lookup, the box term starts small next to a name's embedding
@@ -289,10 +314,12 @@ class VisualTokens(nn.Module):
 
     ``layout="paper"``: [CLS, prefix row 0, prefix row 1] of the last prefixed block (rows
     E + R: a learned row plus an object's raw CLS feature), as the paper's code.
-    ``layout="objects"`` (the kit's default): [CLS, one token per object slot] made from the
-    object's raw CLS feature R alone, so a slot's token means the same whatever slot it sits in
-    (an alignment stage trains it on one object at a time), plus, with ``geometry`` > 0, a
-    Linear of the object's box features (`examples.box_geometry`): where the object is."""
+    ``layout="objects"`` (the kit's default): [CLS, the tokens of each object slot] made from the
+    object's raw CLS feature R alone, so a slot's tokens mean the same whatever slot they sit in,
+    plus, with ``geometry`` > 0, a Linear of the object's box features
+    (`examples.box_geometry`, added to the slot's first token): where the object is. A slot has
+    ``per_object`` positions: one for a Linear of R (aligned by an alignment stage), as many as
+    the name lookup spells (`NameLookup`) otherwise; `token_mask` says which are real."""
 
     def __init__(self, width: int, llm_hidden: int, n_objects: int = 2,
                  out_std: float | None = None, layout: str = "paper", geometry: int = 0,
@@ -302,6 +329,7 @@ class VisualTokens(nn.Module):
         if layout not in ("paper", "objects"):
             raise ValueError(f"visual_layout is 'paper' or 'objects', not {layout!r}")
         self.n_objects, self.layout = n_objects, layout
+        self.per_object = names.positions if names is not None and layout == "objects" else 1
         self.norm = nn.LayerNorm(width, elementwise_affine=False)
         self.proj = nn.Linear(width, llm_hidden)
         self.geo = nn.Linear(geometry, llm_hidden) if geometry else None
@@ -316,12 +344,14 @@ class VisualTokens(nn.Module):
 
     def object_tokens(self, objects: torch.Tensor, geometry: torch.Tensor | None = None
                       ) -> torch.Tensor:
-        """(B,K,width) raw object features [+ (B,K,G) box features] -> (B,K,llm_hidden)."""
+        """(B,K,width) raw object features [+ (B,K,G) box features] -> (B, K * per_object,
+        llm_hidden): each slot's positions one after the other."""
         if self.names is not None:
-            out = self.names(objects).to(self.proj.weight.dtype)
+            out = self.names(objects).to(self.proj.weight.dtype)  # (B, K, positions, hidden)
             if self.geo is not None and geometry is not None:
-                out = out + GEO_SCALE * self.geo(geometry.to(out.dtype))
-            return out
+                where = GEO_SCALE * self.geo(geometry.to(out.dtype))
+                out = torch.cat([out[..., :1, :] + where[..., None, :], out[..., 1:, :]], -2)
+            return out.flatten(-3, -2)
         out = self.proj(self.norm(objects))
         if self.geo is not None and geometry is not None:
             out = out + self.geo(geometry.to(out.dtype))
@@ -336,4 +366,15 @@ class VisualTokens(nn.Module):
         else:
             rows = self.object_tokens(objects[:, :n],
                                       None if geometry is None else geometry[:, :n])
-        return torch.cat([self.proj(self.norm(cls))[:, None], rows], dim=1)  # (B, 1+n, hidden)
+        # (B, 1 + n * per_object, hidden)
+        return torch.cat([self.proj(self.norm(cls))[:, None], rows], dim=1)
+
+    def token_mask(self, objects: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(B,K,width) raw object features and their (B,K) slot mask -> (B, n * per_object): the
+        object positions that hold a token (a detected slot, within its name's length)."""
+        mask = mask[:, :self.n_objects].bool()
+        if self.per_object == 1:
+            return mask
+        length = self.names.lengths(objects[:, :self.n_objects]).to(mask.device)
+        within = torch.arange(self.per_object, device=mask.device) < length[..., None]
+        return (mask[..., None] & within).flatten(-2)

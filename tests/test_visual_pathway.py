@@ -278,15 +278,54 @@ def test_name_lookup_reads_the_towers_naming():
     proj = torch.randn(width, dim, generator=g)
     text = torch.nn.functional.normalize(torch.randn(n, dim, generator=g), dim=-1)
     emb = torch.randn(n, hidden, generator=g)
-    look = NameLookup(ln_w, ln_b, 1e-5, proj, text, emb, sharpness=7.0)
+    one = torch.ones(n, 1, dtype=torch.bool)
+    look = NameLookup(ln_w, ln_b, 1e-5, proj, text, emb[:, None], one, sharpness=7.0)
     objects = torch.randn(3, 2, width, generator=g)
     x = torch.nn.functional.layer_norm(objects, (width,), ln_w, ln_b, 1e-5) @ proj
     cos = torch.nn.functional.normalize(x, dim=-1) @ text.T
-    torch.testing.assert_close(look(objects), torch.softmax(7.0 * cos, -1) @ emb)
+    torch.testing.assert_close(look(objects)[..., 0, :], torch.softmax(7.0 * cos, -1) @ emb)
     assert not any(k.startswith(("proj", "text")) for k in look.state_dict())  # not saved
-    sharp = NameLookup(ln_w, ln_b, 1e-5, proj, text, emb, sharpness=1e4)
+    sharp = NameLookup(ln_w, ln_b, 1e-5, proj, text, emb[:, None], one, sharpness=1e4)
     best = cos.argmax(-1)
-    torch.testing.assert_close(sharp(objects), emb[best], atol=1e-3, rtol=1e-3)
+    torch.testing.assert_close(sharp(objects)[..., 0, :], emb[best], atol=1e-3, rtol=1e-3)
+
+
+def test_name_lookup_spells_names_over_their_tokens():
+    """Spelled names against a brute force: position l is the naming-weighted mean of the l-th
+    token embeddings over the names that have one; a sharp naming spells the top name's own
+    tokens, and `lengths` is that name's token count."""
+    from gemkr.vision import NameLookup
+
+    g = torch.Generator().manual_seed(1)
+    width, dim, hidden, n, positions = 8, 6, 5, 5, 3
+    ln_w, ln_b = torch.rand(width, generator=g) + 0.5, torch.randn(width, generator=g) * 0.1
+    proj = torch.randn(width, dim, generator=g)
+    text = torch.nn.functional.normalize(torch.randn(n, dim, generator=g), dim=-1)
+    lengths = torch.tensor([1, 3, 2, 1, 3])
+    valid = torch.arange(positions) < lengths[:, None]
+    spelled = torch.randn(n, positions, hidden, generator=g)
+    look = NameLookup(ln_w, ln_b, 1e-5, proj, text, spelled, valid, sharpness=5.0)
+    objects = torch.randn(4, 2, width, generator=g)
+    p = look.naming(objects)
+    out = look(objects)
+    assert out.shape == (4, 2, positions, hidden)
+    for b in range(4):
+        for k in range(2):
+            for pos in range(positions):
+                has = [j for j in range(n) if pos < int(lengths[j])]
+                w = p[b, k, has]
+                expect = (w[:, None] * spelled[has, pos]).sum(0) / w.sum()
+                torch.testing.assert_close(out[b, k, pos], expect)
+    torch.testing.assert_close(look.lengths(objects), lengths[p.argmax(-1)])
+    sharp = NameLookup(ln_w, ln_b, 1e-5, proj, text, spelled, valid, sharpness=1e4)
+    best = sharp.naming(objects).argmax(-1)
+    for b in range(4):
+        for k in range(2):
+            m = int(lengths[best[b, k]])
+            torch.testing.assert_close(sharp(objects)[b, k, :m], spelled[best[b, k], :m],
+                                       atol=1e-3, rtol=1e-3)
+    with pytest.raises(ValueError, match="at least one token"):
+        NameLookup(ln_w, ln_b, 1e-5, proj, text, spelled, valid & False, sharpness=1.0)
 
 
 def test_visual_caption_puts_detected_object_tokens_where_the_caption_goes(tiny):
@@ -338,3 +377,66 @@ def test_make_batch_marks_the_texts_without_caption():
                       "text": ["a? a picture of an owl", "b?"]})
     assert examples.make_batch(q, inputs).captioned == [True, False]
     assert examples.make_batch(q, inputs, texts=["a?", "b? x"]).captioned == [False, True]
+
+
+def test_spelled_names_reach_the_prompt_as_the_names_tokens(tmp_path):
+    """With a sharp naming, the visual caption of an uncaptioned prompt reads like text: each
+    detected object's name spelled in its own token embeddings (as many positions as the name
+    has tokens; the padded positions and the empty slot left out), in slot order. The same
+    tokens stay at <ImageHere> (without their padding) when the visual caption is off."""
+    from gemkr.model import CAPTION_OPENING, PROMPT, Batch, template_ids
+    from gemkr.vision import NameLookup
+
+    torch.manual_seed(0)
+    kw = dict(vit_image_size=32, vit_patch=8, vit_width=32, vit_heads=4, vit_layers=2,
+              llm_hidden=32, llm_layers=2, llm_heads=4, box_features=False, name_tokens=4)
+    cfg = gemkr.get_config("smoke", **kw)
+    tok = load_tokenizer("smollm2")
+    sp = specials(tok)
+    clip, _ = create_clip(cfg, tmp_path)
+    llm = build_llm(cfg, sp)
+    emb = llm.get_input_embeddings().weight.detach()
+    names = ["banana", "golden retriever", "cat"]
+    ids = [tok(" " + n, add_special_tokens=False)["input_ids"] for n in names]
+    assert sorted(len(i) for i in ids)[-1] > 1  # a name of several tokens
+    spelled = torch.zeros(len(names), 4, emb.shape[1])
+    valid = torch.zeros(len(names), 4, dtype=torch.bool)
+    for j, i in enumerate(ids):
+        spelled[j, :len(i)], valid[j, :len(i)] = emb[torch.tensor(i)], True
+    g = torch.Generator().manual_seed(3)
+    features = torch.randn(len(names), 32, generator=g)
+    proj = torch.randn(32, 16, generator=g)
+    ones, zeros = torch.ones(32), torch.zeros(32)
+    text = torch.nn.functional.normalize(
+        torch.nn.functional.layer_norm(features, (32,), ones, zeros, 1e-5) @ proj, dim=-1)
+    look = NameLookup(ones, zeros, 1e-5, proj, text, spelled, valid, sharpness=1e4)
+    enc = PrefixViT(clip.visual, prefix_len=cfg.prefix_len, object_features=True)
+    model = GeMKR(enc, trained.visual_tokens(cfg, 32, llm, cfg.visual_objects, look), llm, tok,
+                  sp)
+    model.visual_caption = "always"
+    slots = cfg.max_objects
+    objects = torch.zeros(1, slots, 32)
+    objects[0, 0], objects[0, 1], objects[0, 3] = features[1], features[0], features[2]
+    mask = torch.zeros(1, slots, dtype=torch.bool)
+    mask[0, [0, 1, 3]] = True  # slot 2 empty
+    text_q = "What is it?"
+    batch = Batch(torch.randn(1, 3, 32, 32), objects, mask, [text_q], None, captioned=[False])
+    with torch.no_grad():
+        visual = model.visual(batch)
+        assert visual.shape == (1, 1 + cfg.visual_objects * 4, emb.shape[1])
+        (inline, _), = model._pieces(batch, visual)
+        head, tail = PROMPT.split("<ImageHere>")[0].split("{input}")
+        first = [sp.bos, *tok(head + text_q + CAPTION_OPENING, add_special_tokens=False)[
+            "input_ids"]]
+        rest = tok(tail, add_special_tokens=False)["input_ids"]
+        after = template_ids(tok, sp.bos)[1]
+        said = [*ids[1], *ids[0], *ids[2]]
+        expect = torch.cat([emb[torch.tensor(first)], emb[torch.tensor(said)],
+                            emb[torch.tensor(rest)], visual[0, :1], emb[torch.tensor(after)]])
+        torch.testing.assert_close(inline, expect, atol=1e-3, rtol=1e-3)
+        model.visual_caption = "off"
+        (plain, _), = model._pieces(batch, visual)
+        before = template_ids(tok, sp.bos, text_q)[0]
+        torch.testing.assert_close(plain, torch.cat([
+            emb[torch.tensor(before)], visual[0, :1], emb[torch.tensor(said)],
+            emb[torch.tensor(after)]]), atol=1e-3, rtol=1e-3)

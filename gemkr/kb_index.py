@@ -8,6 +8,7 @@ back to KB passage ids.
 from __future__ import annotations
 
 import hashlib
+import json
 
 import pandas as pd
 
@@ -48,4 +49,71 @@ def kb_index(profile: str, kb_name: str, kb: pd.DataFrame, tok, tokenizer_name: 
                                   ids=kb["pid"].to_numpy())
         with cache.writing(kb=kb_name, passages=len(kb), tokens=index.num_tokens) as tmp:
             index.save(tmp)
+    return CorpusIndex.load(cache.path, mmap=True)
+
+
+# the most stored tokens one shard of a streamed build holds: one int32 suffix sort of a 16-bit
+# stream (`shard.suffix_array` sorts its bytes), as `python -m gemkr bench-index` measures it
+STREAM_SHARD_TOKENS = (2**31 - 1) // 2
+
+
+def streamed_index(profile: str, kb_name: str, path, tok, tokenizer_name: str, *,
+                   id_col: str = "id", delimiter: str = "\t", source: str = "wk21m",
+                   force: bool = False, root=None, chunk: int = 4096,
+                   shard_tokens: int = STREAM_SHARD_TOKENS) -> CorpusIndex:
+    """The index of a passage file too large for memory (DPR's ``psgs_w100.tsv``, WK21M: 21M
+    passages), built as the file streams: passages are read, tokenized and indexed `chunk` at a
+    time (`CorpusIndex.build_streamed`: one shard in memory at a time), never the whole file.
+
+    Passages whose exact text occurred earlier in the file are dropped, as `deduplicate` drops
+    them from a table (the first one is kept: DPR's ids ascend through the file); their count is
+    stored in the cache's ``_meta.json``. Cached under ``03_index/<kb_name>/``, keyed by the
+    file's sha256, the tokenizer and the index code; then memory-mapped."""
+    import collections
+    from pathlib import Path
+
+    from .data.loaders import corpus_rows, need_file
+
+    path = need_file(Path(path), source)
+    cache = artifacts.stage_cache(
+        root if root is not None else artifacts_dir(profile, "03_index"),
+        kb_name.replace("/", "_"),
+        key_parts=(artifacts.sha256_file(path), id_col, delimiter, tokenizer_name, FORMAT,
+                   VERSION, shard_tokens), force=force,
+        sources=("index.py", "shard.py", "kb_index.py", "tokenizer.py", "data/loaders.py"))
+    if not cache.valid:
+        sp = specials(tok)
+        seen: set[bytes] = set()  # 8-byte digests of the texts kept so far
+        pids: collections.deque[int] = collections.deque()  # the ids of passages handed on
+        dropped = 0
+
+        def passages():
+            nonlocal dropped
+            texts: list[str] = []
+            for pid, text, _ in corpus_rows(path, id_col, delimiter, source=source):
+                digest = hashlib.blake2b(text.encode(), digest_size=8).digest()
+                if digest in seen:
+                    dropped += 1
+                    continue
+                seen.add(digest)
+                pids.append(pid)
+                texts.append(text)
+                if len(texts) == chunk:
+                    yield from encode_passages(tok, texts, progress=False)
+                    texts = []
+            if texts:
+                yield from encode_passages(tok, texts, progress=False)
+
+        def ids():
+            while pids:
+                yield pids.popleft()
+
+        with cache.writing(kb=kb_name, source=str(path)) as tmp:
+            CorpusIndex.build_streamed(tmp, passages(), eos=sp.eos, bos=sp.bos,
+                                       vocab_size=sp.vocab_size, shard_tokens=shard_tokens,
+                                       ids=ids())
+            header = json.loads((tmp / "index.json").read_text())
+            artifacts.write_json(tmp / "streamed.json",
+                                 {"passages": header["num_docs"], "tokens": header["num_tokens"],
+                                  "duplicates_dropped": dropped})
     return CorpusIndex.load(cache.path, mmap=True)

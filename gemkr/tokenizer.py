@@ -89,7 +89,8 @@ def clue_text(tok, tokens) -> str:
     return tok.decode([int(t) for t in tokens if int(t) not in marks]).strip()
 
 
-def encode_passages(tok, texts: list[str], batch_size: int = 4096) -> list[np.ndarray]:
+def encode_passages(tok, texts: list[str], batch_size: int = 4096,
+                    progress: bool = True) -> list[np.ndarray]:
     """Token ids of each passage without specials (the index adds [bos] ... [eos]), its first
     word tokenized as in running text (`word_prefix`)."""
     from .progress import bar
@@ -98,7 +99,8 @@ def encode_passages(tok, texts: list[str], batch_size: int = 4096) -> list[np.nd
     out: list[np.ndarray] = []
     prefix = word_prefix(tok)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    for s in bar(range(0, len(texts), batch_size), desc="tokenizing passages"):
+    for s in bar(range(0, len(texts), batch_size), desc="tokenizing passages",
+                 disable=not progress):
         ids = tok([prefix + t for t in texts[s:s + batch_size]],
                   add_special_tokens=False)["input_ids"]
         out.extend(np.asarray(x, dtype=dtype) for x in ids)

@@ -20,6 +20,7 @@ import base64
 import csv
 import io
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -39,7 +40,7 @@ class DatasetError(ValueError):
     """A dataset file is missing or malformed; the message names the file, the item and the fix."""
 
 
-def _need(path: Path, source: str) -> Path:
+def need_file(path: Path, source: str) -> Path:
     if not path.exists():
         raise DatasetError(f"{path} not found: obtain it from {SOURCES[source]} and place it "
                            f"under data_root ({path.parent})")
@@ -56,28 +57,39 @@ def _lines(path: Path):
                 raise DatasetError(f"{path}:{i}: line is not UTF-8 ({err.reason})") from err
 
 
-def read_corpus_csv(path: Path, id_col: str, delimiter: str, max_passages: int | None = None,
-                    source: str = "gs112k") -> pd.DataFrame:
-    """A passage corpus (VRR CSV or DPR TSV) as DataFrame(pid, text, title); newlines stripped."""
-    rows = csv.DictReader((t for _, t in _lines(_need(path, source))), delimiter=delimiter)
-    out = []
+def corpus_rows(path: Path, id_col: str, delimiter: str, max_passages: int | None = None,
+                source: str = "gs112k") -> Iterator[tuple[int, str, str]]:
+    """The passages of a corpus file (VRR CSV or DPR TSV), one (pid, text, title) at a time,
+    whitespace runs and newlines collapsed; read line by line, so a corpus of any size streams."""
+    rows = csv.DictReader((t for _, t in _lines(need_file(path, source))), delimiter=delimiter)
     for n, r in enumerate(rows):
         if max_passages is not None and n >= max_passages:
-            break
+            return
         if id_col not in r or "text" not in r:
             raise DatasetError(f"{path}: needs columns {id_col!r} and 'text', "
                                f"has {rows.fieldnames}")
         text = " ".join((r["text"] or "").split())
         if not text:
             raise KBError(f"{path}: passage {r[id_col]} (row {n + 2}) is empty")
-        out.append((int(r[id_col]), text, r.get("title") or ""))
-    return pd.DataFrame(out, columns=["pid", "text", "title"])
+        try:
+            pid = int(r[id_col])
+        except (TypeError, ValueError):
+            raise DatasetError(f"{path}: row {n + 2}: passage id {r[id_col]!r} is not a "
+                               "whole number") from None
+        yield pid, text, r.get("title") or ""
+
+
+def read_corpus_csv(path: Path, id_col: str, delimiter: str, max_passages: int | None = None,
+                    source: str = "gs112k") -> pd.DataFrame:
+    """A passage corpus (VRR CSV or DPR TSV) as DataFrame(pid, text, title); newlines stripped."""
+    return pd.DataFrame(corpus_rows(path, id_col, delimiter, max_passages, source),
+                        columns=["pid", "text", "title"])
 
 
 def read_okvqa(root: Path, split: str) -> pd.DataFrame:
     """OK-VQA questions of a COCO split ("train2014" / "val2014") with their answer lists."""
-    qfile = _need(root / OKVQA_QUESTIONS.format(split=split), "okvqa")
-    afile = _need(root / OKVQA_ANNOTATIONS.format(split=split), "okvqa")
+    qfile = need_file(root / OKVQA_QUESTIONS.format(split=split), "okvqa")
+    afile = need_file(root / OKVQA_ANNOTATIONS.format(split=split), "okvqa")
     questions = json.loads(qfile.read_text(encoding="utf-8"))["questions"]
     answers = {a["question_id"]: a for a in json.loads(afile.read_text(encoding="utf-8"))
                ["annotations"]}
@@ -98,9 +110,9 @@ def read_remuq(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """ReMuQ test questions (gold passage ids) and corpus; images decoded from the TSV on demand
     into ``remuq/images/<img_id>.jpg`` (once)."""
     test_file, images_file, corpus_file = (root / "remuq" / name for name in REMUQ_FILES)
-    items = json.loads(_need(test_file, "remuq").read_text(encoding="utf-8"))
+    items = json.loads(need_file(test_file, "remuq").read_text(encoding="utf-8"))
     corpus = []
-    for i, line in _lines(_need(corpus_file, "remuq")):
+    for i, line in _lines(need_file(corpus_file, "remuq")):
         if line.strip():
             d = json.loads(line)
             if not str(d.get("text", "")).strip():
@@ -108,7 +120,7 @@ def read_remuq(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
             corpus.append((int(d["id"]), " ".join(d["text"].split()), d.get("title", "")))
     img_dir = root / "remuq" / "images"
     img_dir.mkdir(exist_ok=True)
-    for i, line in _lines(_need(images_file, "remuq")):
+    for i, line in _lines(need_file(images_file, "remuq")):
         img_id, _, b64 = line.rstrip("\n").partition("\t")
         target = img_dir / f"{img_id}.jpg"
         if not target.exists():

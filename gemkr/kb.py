@@ -55,11 +55,9 @@ class _Hashing(io.RawIOBase):
 
 def file_hash(path: str | Path) -> str:
     """sha256 of the file's bytes (the cache key of its index)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    from .artifacts import sha256_file
+
+    return sha256_file(path)
 
 
 def _open(path: Path):

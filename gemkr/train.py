@@ -224,13 +224,9 @@ def _step_losses(micro: list[float], grad_accum: int) -> list[float]:
 
 def _gathered_losses(losses: dict[int, float], n_proc: int) -> list[float]:
     """The epoch's micro-batch losses in order, from every process."""
-    if n_proc == 1:
-        return [losses[i] for i in sorted(losses)]
-    import torch.distributed as dist
+    from .distributed import gathered
 
-    parts: list = [None] * n_proc
-    dist.all_gather_object(parts, losses)
-    merged = {i: v for part in parts for i, v in part.items()}
+    merged = gathered(losses) if n_proc > 1 else losses
     return [merged[i] for i in sorted(merged)]
 
 

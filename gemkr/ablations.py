@@ -192,7 +192,8 @@ def fingerprint(p, dcfg, questions) -> dict:
                    f"x{m.llm.config.num_hidden_layers}",
             "visual_tokens": f"{m.visual_tokens.layout}/{m.visual_tokens.n_objects}"
                              f"{'+boxes' if m.visual_tokens.geo is not None else ''}"
-                             f"{'+names' if m.visual_tokens.names is not None else ''}",
+                             f"{'+names' if m.visual_tokens.names is not None else ''}"
+                             f"x{m.visual_tokens.per_object}",
             "visual_caption": m.visual_caption,
             "aligned": p.info.get("align_key", ""), "caption_dropout": p.cfg.caption_dropout,
             "prompt": questions["text"].iloc[0] if len(questions) else "",

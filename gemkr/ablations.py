@@ -150,10 +150,10 @@ def run_variants(cfg, base, kb_name: str, variants=VARIANTS, device: str = "cpu"
     training info by variant name)."""
     from . import evaluate
     from .decoding import DecodeConfig
+    from .passage_file import passage_texts
     from .progress import bar
 
-    kb = base.bench.kb[kb_name]
-    texts = dict(zip(kb["pid"].tolist(), kb["text"].tolist(), strict=True))
+    texts = passage_texts(base.bench.kb[kb_name])
     pipes, rows, runs, infos = {}, [], {}, {}
     for v in bar(variants, desc="ablation variants", disable=not progress):
         if v.decode and VARIANTS[0].name in pipes:

@@ -28,8 +28,7 @@ class BM25:
         logging.getLogger("bm25s").setLevel(logging.WARNING)
         self.pids = kb["pid"].to_numpy()
         self.model = bm25s.BM25()
-        self.model.index(bm25s.tokenize(kb["text"].tolist(), show_progress=False),
-                         show_progress=False)
+        self.model.index(_bm25_tokens(kb), show_progress=False)
 
     def search_scored(self, queries: Sequence[str], k: int = 10
                       ) -> tuple[list[list[tuple[int, float]]], float]:
@@ -50,6 +49,28 @@ class BM25:
         return [[pid for pid, _ in h] for h in hits], seconds
 
 
+def _bm25_tokens(kb, chunk: int = 65536):
+    """bm25s's tokens of a KB's passages: a table's at once; a `passage_file.PassageFile`'s
+    chunk by chunk as the file streams, each chunk's vocabulary mapped onto one (the same
+    tokens, so the same scores: bm25s.tokenize's lowercase, word pattern and stopwords)."""
+    import bm25s
+    from bm25s.tokenization import Tokenized
+
+    from .passage_file import PassageFile
+
+    if not isinstance(kb, PassageFile):
+        return bm25s.tokenize(kb["text"].tolist(), show_progress=False)
+    vocab: dict[str, int] = {}
+    ids: list[list[int]] = []
+    for _, texts in kb.rows(chunk):
+        part = bm25s.tokenize(texts, show_progress=False)
+        local = np.empty(len(part.vocab), np.int64)
+        for word, i in part.vocab.items():
+            local[i] = vocab.setdefault(word, len(vocab))
+        ids.extend(local[np.asarray(d, np.int64)].tolist() for d in part.ids)
+    return Tokenized(ids=ids, vocab=vocab)
+
+
 class DenseText:
     """Dense retrieval: MiniLM embeddings (L2-normalised) and an exact inner-product faiss index."""
 
@@ -65,7 +86,8 @@ class DenseText:
             raise ValueError(f"{emb.shape[0]} embeddings for {len(self.pids)} passages")
         self.embeddings = emb
         self.index = faiss.IndexFlatIP(emb.shape[1])
-        self.index.add(emb)
+        for s in range(0, len(emb), 1 << 20):  # a memory-mapped KB's vectors: a part at a time
+            self.index.add(np.ascontiguousarray(emb[s:s + (1 << 20)], dtype=np.float32))
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         # queries in float32 (few); the KB's vectors come from `embeddings.kb_embeddings`

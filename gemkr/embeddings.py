@@ -67,6 +67,7 @@ def passage_embeddings(kbs: dict[str, pd.DataFrame], encoder, root: Path,
     from . import artifacts
     from .hardware import bf16_native
     from .kb_index import kb_digest
+    from .passage_file import PassageFile
 
     fast = fast and bf16_native("cpu")  # the cache key says what was really computed
     known: dict[str, np.ndarray] = {}  # text -> vector, from KBs handled in this call
@@ -76,6 +77,10 @@ def passage_embeddings(kbs: dict[str, pd.DataFrame], encoder, root: Path,
         cache = artifacts.stage_cache(Path(root), name.replace("/", "_"),
                                       key_parts=(kb_digest(kb), fast), force=force,
                                       sources=("embeddings.py",))
+        if isinstance(kb, PassageFile):  # 21M passages: streamed from the file to the disk
+            out[name], row = _file_embeddings(kb, name, encoder, cache, fast)
+            rows.append(row)
+            continue
         texts = kb["text"].tolist()
         start = time.perf_counter()
         if cache.valid:
@@ -103,6 +108,34 @@ def passage_embeddings(kbs: dict[str, pd.DataFrame], encoder, root: Path,
     table = pd.DataFrame(rows)
     table["passages_per_s"] = table["embedded"] / table["seconds"].where(table["embedded"] > 0)
     return {n: out[n] for n in kbs}, table
+
+
+def _file_embeddings(kb, name: str, encoder, cache, fast: bool) -> tuple[np.ndarray, dict]:
+    """The vectors of a KB left in its file (`passage_file.PassageFile`), written to a
+    memory-mapped ``embeddings.npy`` chunk by chunk as the file streams (WK21M's take ~32 GB:
+    never all in memory); then memory-mapped. Returns them and their row of the table."""
+    import math
+
+    from .progress import bar
+
+    start = time.perf_counter()
+    if not cache.valid:
+        with cache.writing(kb=name, passages=len(kb), embedded=len(kb)) as tmp:
+            emb = np.lib.format.open_memmap(tmp / "embeddings.npy", mode="w+", dtype=np.float32,
+                                            shape=(len(kb), encoder.get_embedding_dimension()))
+            done = 0
+            for _, texts in bar(kb.rows(CHUNK), total=math.ceil(len(kb) / CHUNK),
+                                desc=f"MiniLM {name}", unit="chunk"):
+                emb[done:done + len(texts)] = encode(encoder, texts, fast=fast)
+                done += len(texts)
+            emb.flush()
+            del emb
+        seconds, embedded = time.perf_counter() - start, len(kb)
+    else:
+        seconds, embedded = 0.0, 0
+    row = {"kb": name, "passages": len(kb), "embedded": embedded, "reused": 0,
+           "seconds": seconds, "cached": embedded == 0}
+    return np.load(cache.path / "embeddings.npy", mmap_mode="r"), row
 
 
 def kb_embeddings(profile: str, kbs: dict[str, pd.DataFrame], encoder, force: bool = False

@@ -18,7 +18,13 @@ from .paths import artifacts_dir
 from .tokenizer import encode_passages, specials
 
 
-def kb_digest(kb: pd.DataFrame) -> str:
+def kb_digest(kb) -> str:
+    """What a KB holds, as a key: a hash of a table's (pid, text) rows; a `PassageFile`'s key
+    (its file's sha256 and how it was read)."""
+    from .passage_file import PassageFile
+
+    if isinstance(kb, PassageFile):
+        return kb.key
     h = hashlib.sha256()
     for pid, text in zip(kb["pid"].tolist(), kb["text"].tolist(), strict=True):
         h.update(f"{pid}\t{text}\n".encode())
@@ -40,7 +46,12 @@ def kb_index(profile: str, kb_name: str, kb: pd.DataFrame, tok, tokenizer_name: 
     """The index of `kb` (columns pid, text) tokenized with `tok`; built once, then mmapped.
 
     `root`: the folder holding the cache (default: the profile's ``03_index``; `gemkr.kb` puts
-    a user's knowledge base under ``artifacts/<profile>/kb/<hash>/``)."""
+    a user's knowledge base under ``artifacts/<profile>/kb/<hash>/``). A KB left in its file
+    (`passage_file.PassageFile`) is indexed as the file streams (`streamed_index`)."""
+    from .passage_file import PassageFile
+
+    if isinstance(kb, PassageFile):
+        return streamed_index(profile, kb_name, kb, tok, tokenizer_name, force=force, root=root)
     cache = index_cache(profile, kb_name, kb, tokenizer_name, force, root)
     if not cache.valid:
         sp = specials(tok)
@@ -57,63 +68,37 @@ def kb_index(profile: str, kb_name: str, kb: pd.DataFrame, tok, tokenizer_name: 
 STREAM_SHARD_TOKENS = (2**31 - 1) // 2
 
 
-def streamed_index(profile: str, kb_name: str, path, tok, tokenizer_name: str, *,
-                   id_col: str = "id", delimiter: str = "\t", source: str = "wk21m",
+def streamed_index(profile: str, kb_name: str, kb, tok, tokenizer_name: str, *,
                    force: bool = False, root=None, chunk: int = 4096,
                    shard_tokens: int = STREAM_SHARD_TOKENS) -> CorpusIndex:
-    """The index of a passage file too large for memory (DPR's ``psgs_w100.tsv``, WK21M: 21M
-    passages), built as the file streams: passages are read, tokenized and indexed `chunk` at a
-    time (`CorpusIndex.build_streamed`: one shard in memory at a time), never the whole file.
+    """The index of a knowledge base left in its file (`passage_file.PassageFile`: DPR's
+    ``psgs_w100.tsv``, WK21M, 21M passages), built as the file streams: passages are read,
+    tokenized and indexed `chunk` at a time (`CorpusIndex.build_streamed`: one shard in memory
+    at a time), never the whole file.
 
-    Passages whose exact text occurred earlier in the file are dropped, as `deduplicate` drops
-    them from a table (the first one is kept: DPR's ids ascend through the file); their count is
-    stored in the cache's ``_meta.json``. Cached under ``03_index/<kb_name>/``, keyed by the
-    file's sha256, the tokenizer and the index code; then memory-mapped."""
-    import collections
-    from pathlib import Path
-
-    from .data.loaders import corpus_rows, need_file
-
-    path = need_file(Path(path), source)
+    The passages are the file's without exact duplicates (`PassageFile.scan` drops them as
+    `deduplicate` drops them from a table); their count is stored in ``streamed.json``. Cached
+    under ``03_index/<kb_name>/``, keyed by the file's content, the tokenizer and the index code;
+    then memory-mapped."""
     cache = artifacts.stage_cache(
         root if root is not None else artifacts_dir(profile, "03_index"),
         kb_name.replace("/", "_"),
-        key_parts=(artifacts.sha256_file(path), id_col, delimiter, tokenizer_name, FORMAT,
-                   VERSION, shard_tokens), force=force,
-        sources=("index.py", "shard.py", "kb_index.py", "tokenizer.py", "data/loaders.py"))
+        key_parts=(kb.key, tokenizer_name, FORMAT, VERSION, shard_tokens), force=force,
+        sources=("index.py", "shard.py", "kb_index.py", "tokenizer.py", "passage_file.py",
+                 "data/loaders.py"))
     if not cache.valid:
         sp = specials(tok)
-        seen: set[bytes] = set()  # 8-byte digests of the texts kept so far
-        pids: collections.deque[int] = collections.deque()  # the ids of passages handed on
-        dropped = 0
 
         def passages():
-            nonlocal dropped
-            texts: list[str] = []
-            for pid, text, _ in corpus_rows(path, id_col, delimiter, source=source):
-                digest = hashlib.blake2b(text.encode(), digest_size=8).digest()
-                if digest in seen:
-                    dropped += 1
-                    continue
-                seen.add(digest)
-                pids.append(pid)
-                texts.append(text)
-                if len(texts) == chunk:
-                    yield from encode_passages(tok, texts, progress=False)
-                    texts = []
-            if texts:
+            for _, texts in kb.rows(chunk):
                 yield from encode_passages(tok, texts, progress=False)
 
-        def ids():
-            while pids:
-                yield pids.popleft()
-
-        with cache.writing(kb=kb_name, source=str(path)) as tmp:
+        with cache.writing(kb=kb_name, source=str(kb.path)) as tmp:
             CorpusIndex.build_streamed(tmp, passages(), eos=sp.eos, bos=sp.bos,
                                        vocab_size=sp.vocab_size, shard_tokens=shard_tokens,
-                                       ids=ids())
+                                       ids=(int(p) for p in kb.pids))
             header = json.loads((tmp / "index.json").read_text())
             artifacts.write_json(tmp / "streamed.json",
                                  {"passages": header["num_docs"], "tokens": header["num_tokens"],
-                                  "duplicates_dropped": dropped})
+                                  "duplicates_dropped": len(kb.duplicates)})
     return CorpusIndex.load(cache.path, mmap=True)

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .passage_file import PassageFile, passage_texts
 from .tokenizer import clue_text
 
 METHODS = ("gemkr", "bm25", "minilm", "clip-crops")
@@ -195,8 +196,9 @@ class Retriever:
         key = str(kb)
         if key not in self._kbs:
             if key in self.p.bench.kb:
-                passages = self.p.bench.kb[key][["pid", "text"]].assign(
-                    id=lambda d: d["pid"].astype(str))
+                passages = self.p.bench.kb[key]
+                if not isinstance(passages, PassageFile):  # (WK21M stays in its file)
+                    passages = passages[["pid", "text"]].assign(id=lambda d: d["pid"].astype(str))
                 self._kbs[key] = (passages, self.p.indexes[key], None)
             elif Path(key).suffix.lower() in SUFFIXES or Path(key).exists():
                 user = user_index(key, self.p.tok, self.cfg.tokenizer, self.cfg.profile)
@@ -265,8 +267,8 @@ class Retriever:
         else:
             pairs = self._searcher(str(kb), method).search_scored([text], k)[0][0]
             hits = [(pid, "", score) for pid, score in pairs]
-        rows = passages.set_index("pid")
-        out = [{"rank": r, "passage_id": rows.at[pid, "id"], "text": rows.at[pid, "text"],
+        shown = _id_and_text(passages, [pid for pid, _, _ in hits[:k]])
+        out = [{"rank": r, "passage_id": shown[pid][0], "text": shown[pid][1],
                 "clue": clue, "score": score}
                for r, (pid, clue, score) in enumerate(hits[:k], 1)]
         return pd.DataFrame(out, columns=COLUMNS)
@@ -306,3 +308,13 @@ def picture_figure(scene: dict, title: str = ""):
     ax.set_axis_off()
     ax.set_title(title or scene["caption"], fontsize=9)
     return fig
+
+
+def _id_and_text(passages, pids: list[int]) -> dict[int, tuple[str, str]]:
+    """pid -> (the KB's own passage id, text) of the passages `pids`: from a table with an id
+    column, or read from a `PassageFile` (whose ids are its pids)."""
+    if isinstance(passages, PassageFile):
+        texts = passage_texts(passages)
+        return {pid: (str(pid), texts[pid]) for pid in pids}
+    rows = passages.set_index("pid")
+    return {pid: (rows.at[pid, "id"], rows.at[pid, "text"]) for pid in pids}

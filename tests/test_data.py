@@ -181,7 +181,11 @@ def _okvqa_files(root):
                               "answers": [{"answer": "tennis"}, {"answer": "tennis"}]}]}))
 
 
-def test_okvqa_gs112k_and_wk21m_loaders(tmp_path):
+def test_okvqa_gs112k_and_wk21m_loaders(tmp_path, monkeypatch):
+    from gemkr import paths
+    from gemkr.passage_file import PassageFile, passage_texts
+
+    monkeypatch.setattr(paths, "REPO_ROOT", tmp_path / "repo")  # WK21M's scan is cached there
     _okvqa_files(tmp_path)
     (tmp_path / "okvqa_train_corpus.csv").write_text(
         "kid,text\n0,Tennis is a racket sport.\n1,\"Golf is\nplayed outdoors.\"\n2,"
@@ -196,6 +200,9 @@ def test_okvqa_gs112k_and_wk21m_loaders(tmp_path):
     wk = loaders.load_paper_dataset(gemkr.get_config("paper", data_root=str(tmp_path),
                                                      dataset="okvqa_wk21m"))
     assert wk.kb["WK21M"]["pid"].tolist() == [1]
+    assert isinstance(wk.kb["WK21M"], PassageFile), "WK21M stays in its file"
+    assert passage_texts(wk.kb["WK21M"])[1] == "Aardvark text" and wk.kb_dups.empty
+    assert (tmp_path / "repo" / "artifacts" / "paper" / "01_data_prep" / "WK21M_passages").is_dir()
 
 
 def test_remuq_loader(tmp_path):

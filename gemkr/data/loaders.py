@@ -48,35 +48,78 @@ def need_file(path: Path, source: str) -> Path:
 
 
 def _lines(path: Path):
-    """Yield (line number, text) of a UTF-8 file; a bad byte names its line."""
+    """Yield (line number, text, byte offset after the line) of a UTF-8 file; a bad byte names
+    its line."""
     with open(path, "rb") as fh:
+        end = 0
         for i, raw in enumerate(fh, 1):
+            end += len(raw)
             try:
-                yield i, raw.decode("utf-8")
+                yield i, raw.decode("utf-8"), end
             except UnicodeDecodeError as err:
                 raise DatasetError(f"{path}:{i}: line is not UTF-8 ({err.reason})") from err
 
 
+def corpus_records(path: Path, id_col: str, delimiter: str, max_passages: int | None = None,
+                   source: str = "gs112k") -> Iterator[tuple[int, str, str, int]]:
+    """The passages of a corpus file (VRR CSV or DPR TSV), one (pid, text, title, byte offset of
+    the record) at a time, whitespace runs and newlines collapsed; read line by line, so a corpus
+    of any size streams, and `record_at` reads a passage back from its offset."""
+    path = need_file(path, source)
+    end = 0  # the byte offset after the last line the csv reader pulled: where a record starts
+    lines = _lines(path)
+
+    def text_lines():
+        nonlocal end
+        for _, text, after in lines:
+            end = after
+            yield text
+
+    reader = csv.reader(text_lines(), delimiter=delimiter)
+    header = next(reader, None) or []
+    if id_col not in header or "text" not in header:
+        raise DatasetError(f"{path}: needs columns {id_col!r} and 'text', has {header}")
+    n = 0
+    while max_passages is None or n < max_passages:
+        start = end
+        fields = next(reader, None)
+        if fields is None:
+            return
+        if not fields:  # a blank line (as csv.DictReader, skipped)
+            continue
+        pid, text, title = _passage(path, dict(zip(header, fields, strict=False)), id_col, n)
+        yield pid, text, title, start
+        n += 1
+
+
+def _passage(path: Path, r: dict, id_col: str, n: int) -> tuple[int, str, str]:
+    """(pid, text, title) of record `n` (0-based, after the header) read as column -> field."""
+    text = " ".join((r.get("text") or "").split())
+    if not text:
+        raise KBError(f"{path}: passage {r.get(id_col)} (row {n + 2}) is empty")
+    try:
+        pid = int(r.get(id_col))
+    except (TypeError, ValueError):
+        raise DatasetError(f"{path}: row {n + 2}: passage id {r.get(id_col)!r} is not a "
+                           "whole number") from None
+    return pid, text, r.get("title") or ""
+
+
+def record_at(fh, offset: int, header: list[str], delimiter: str) -> dict:
+    """The record (column -> field) starting at byte `offset` of the open binary file `fh`."""
+    fh.seek(offset)
+    fields = next(csv.reader((raw.decode("utf-8") for raw in fh), delimiter=delimiter), None)
+    if not fields:
+        raise DatasetError(f"{fh.name}: no record at byte {offset}")
+    return dict(zip(header, fields, strict=False))
+
+
 def corpus_rows(path: Path, id_col: str, delimiter: str, max_passages: int | None = None,
                 source: str = "gs112k") -> Iterator[tuple[int, str, str]]:
-    """The passages of a corpus file (VRR CSV or DPR TSV), one (pid, text, title) at a time,
-    whitespace runs and newlines collapsed; read line by line, so a corpus of any size streams."""
-    rows = csv.DictReader((t for _, t in _lines(need_file(path, source))), delimiter=delimiter)
-    for n, r in enumerate(rows):
-        if max_passages is not None and n >= max_passages:
-            return
-        if id_col not in r or "text" not in r:
-            raise DatasetError(f"{path}: needs columns {id_col!r} and 'text', "
-                               f"has {rows.fieldnames}")
-        text = " ".join((r["text"] or "").split())
-        if not text:
-            raise KBError(f"{path}: passage {r[id_col]} (row {n + 2}) is empty")
-        try:
-            pid = int(r[id_col])
-        except (TypeError, ValueError):
-            raise DatasetError(f"{path}: row {n + 2}: passage id {r[id_col]!r} is not a "
-                               "whole number") from None
-        yield pid, text, r.get("title") or ""
+    """The passages of a corpus file (VRR CSV or DPR TSV), one (pid, text, title) at a time
+    (`corpus_records` without the offsets)."""
+    for pid, text, title, _ in corpus_records(path, id_col, delimiter, max_passages, source):
+        yield pid, text, title
 
 
 def read_corpus_csv(path: Path, id_col: str, delimiter: str, max_passages: int | None = None,
@@ -112,7 +155,7 @@ def read_remuq(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     test_file, images_file, corpus_file = (root / "remuq" / name for name in REMUQ_FILES)
     items = json.loads(need_file(test_file, "remuq").read_text(encoding="utf-8"))
     corpus = []
-    for i, line in _lines(need_file(corpus_file, "remuq")):
+    for i, line, _ in _lines(need_file(corpus_file, "remuq")):
         if line.strip():
             d = json.loads(line)
             if not str(d.get("text", "")).strip():
@@ -120,7 +163,7 @@ def read_remuq(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
             corpus.append((int(d["id"]), " ".join(d["text"].split()), d.get("title", "")))
     img_dir = root / "remuq" / "images"
     img_dir.mkdir(exist_ok=True)
-    for i, line in _lines(need_file(images_file, "remuq")):
+    for i, line, _ in _lines(need_file(images_file, "remuq")):
         img_id, _, b64 = line.rstrip("\n").partition("\t")
         target = img_dir / f"{img_id}.jpg"
         if not target.exists():
@@ -139,7 +182,9 @@ def read_remuq(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def load_paper_dataset(cfg, max_passages: int | None = None) -> Benchmark:
-    """OKVQA-GS112K, OKVQA-WK21M or ReMuQ as a `Benchmark` (splits train / test)."""
+    """OKVQA-GS112K, OKVQA-WK21M or ReMuQ as a `Benchmark` (splits train / test). WK21M's
+    knowledge base is a `passage_file.PassageFile` (its texts stay in ``psgs_w100.tsv``), the
+    others' a table."""
     if not cfg.data_root:
         raise DatasetError(f"profile {cfg.profile!r} with dataset {cfg.dataset!r} needs "
                            "data_root: pass overrides={'data_root': '/path/to/data'}")
@@ -155,13 +200,21 @@ def load_paper_dataset(cfg, max_passages: int | None = None) -> Benchmark:
         if cfg.dataset == "okvqa_gs112k":
             corpus, kb_name = read_corpus_csv(root / CORPUS_FILES[cfg.dataset], "kid", ",",
                                               max_passages), "GS112K"
-        else:
-            corpus, kb_name = read_corpus_csv(root / CORPUS_FILES[cfg.dataset], "id", "\t",
-                                              max_passages, source="wk21m"), "WK21M"
+        else:  # 21M passages: left in the file, read as needed (never the whole file at once)
+            from ..passage_file import PassageFile
+            from ..paths import artifacts_dir
+
+            kb_name = "WK21M"
+            corpus = PassageFile.scan(root / CORPUS_FILES[cfg.dataset], name=kb_name,
+                                      root=artifacts_dir(cfg.profile, "01_data_prep"),
+                                      max_passages=max_passages)
     else:
         raise DatasetError(f"unknown dataset {cfg.dataset!r}; use okmoji, okvqa_gs112k, "
                            "okvqa_wk21m or remuq")
-    corpus, dups = deduplicate(corpus, kb_name)
+    if kb_name == "WK21M":
+        dups = corpus.duplicates
+    else:
+        corpus, dups = deduplicate(corpus, kb_name)
     scenes = questions[["scene_id", "split", "image_path"]].drop_duplicates("scene_id")
     return Benchmark(name=cfg.dataset, root=root, questions=questions, kb={kb_name: corpus},
                      objects=pd.DataFrame(), scenes=scenes.reset_index(drop=True), kb_dups=dups)

@@ -97,13 +97,13 @@ class PassageFile:
 
     def texts_at(self, rows: Sequence[int]) -> list[str]:
         """The texts of passages number `rows` (positions in this KB), read from the file."""
-        from .data.loaders import _passage, record_at
+        from .data.loaders import parse_passage, record_at
 
         out = []
         with open(self.path, "rb") as fh:
             for r in rows:
                 record = record_at(fh, int(self.offsets[r]), self.header, self.delimiter)
-                out.append(_passage(self.path, record, self.id_col, int(r))[1])
+                out.append(parse_passage(self.path, record, self.id_col, int(r))[1])
         return out
 
     def row_of(self, pid: int) -> int:

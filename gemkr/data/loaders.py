@@ -87,12 +87,12 @@ def corpus_records(path: Path, id_col: str, delimiter: str, max_passages: int | 
             return
         if not fields:  # a blank line (as csv.DictReader, skipped)
             continue
-        pid, text, title = _passage(path, dict(zip(header, fields, strict=False)), id_col, n)
+        pid, text, title = parse_passage(path, dict(zip(header, fields, strict=False)), id_col, n)
         yield pid, text, title, start
         n += 1
 
 
-def _passage(path: Path, r: dict, id_col: str, n: int) -> tuple[int, str, str]:
+def parse_passage(path: Path, r: dict, id_col: str, n: int) -> tuple[int, str, str]:
     """(pid, text, title) of record `n` (0-based, after the header) read as column -> field."""
     text = " ".join((r.get("text") or "").split())
     if not text:

@@ -33,7 +33,8 @@ class Benchmark:
     """Questions, knowledge bases, objects and scenes of one dataset.
 
     questions: qid, split, scene_id, image_path (absolute), question, caption, target_synset,
-      gold_pid, answers (list of str), ... ; kb: name -> DataFrame(pid, text, ...);
+      gold_pid, answers (list of str), ... ; kb: name -> DataFrame(pid, text, ...), or a
+      `passage_file.PassageFile` for a corpus left in its file (the `paper` profile's WK21M);
     objects: the object table; scenes: scene_id, split, boxes, labels, ...
     """
 

@@ -169,3 +169,15 @@ def test_streamed_tsv_errors_name_the_row(tmp_path):
     no_text.write_text("id\tbody\n1\tx\n")
     with pytest.raises(DatasetError, match="needs columns 'id' and 'text'"):
         PassageFile.scan(no_text, name="WK21M", root=tmp_path / "f")
+
+
+def test_retrieve_shows_a_file_kbs_passages_by_id(wk):
+    """`retrieve`'s rows for a KB left in its file: the passage id and text read from the file,
+    as a table with an id column gives them."""
+    from gemkr.retriever import _id_and_text
+
+    _, table, _, kb = wk
+    pids = [12, 41, 3]
+    got = _id_and_text(kb, pids)
+    ref = _id_and_text(table.assign(id=table["pid"].astype(str)), pids)
+    assert got == ref and got[12] == ("12", 'a "quoted" tab and newline passage')

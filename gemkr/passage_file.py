@@ -183,13 +183,3 @@ def passage_texts(kb) -> Mapping[int, str]:
     if isinstance(kb, PassageFile):
         return PassageTexts(kb)
     return dict(zip(kb["pid"].tolist(), kb["text"].tolist(), strict=True))
-
-
-def kb_chunks(kb, chunk: int = 4096) -> Iterator[tuple[np.ndarray, list[str]]]:
-    """(pids, texts) of a KB `chunk` at a time: a table's slices, a `PassageFile`'s `rows`."""
-    if isinstance(kb, PassageFile):
-        yield from kb.rows(chunk)
-        return
-    pids, texts = kb["pid"].to_numpy(), kb["text"].tolist()
-    for s in range(0, len(texts), chunk):
-        yield pids[s:s + chunk], texts[s:s + chunk]

@@ -16,7 +16,7 @@ from gemkr.config import get_config
 from gemkr.data.kb import KBError, deduplicate
 from gemkr.data.loaders import DatasetError, read_corpus_csv
 from gemkr.kb_index import kb_index, streamed_index
-from gemkr.passage_file import PassageFile, kb_chunks, passage_texts
+from gemkr.passage_file import PassageFile, passage_texts
 from gemkr.tokenizer import load_tokenizer
 
 WORDS = ("the red bus is a vehicle used for transport kettle boils water in a kitchen giraffe "
@@ -65,7 +65,6 @@ def test_passage_file_holds_the_passages_of_the_table_route(wk, tmp_path, monkey
     assert [len(t) for _, t in chunks][:-1] == [37] * (len(chunks) - 1)
     assert [t for _, ts in chunks for t in ts] == table["text"].tolist()
     assert np.concatenate([p for p, _ in chunks]).tolist() == table["pid"].tolist()
-    assert [t for _, ts in kb_chunks(table, 37) for t in ts] == table["text"].tolist()
     texts = passage_texts(kb)
     assert texts[12] == 'a "quoted" tab and newline passage' and 12 in texts
     assert 1000 not in texts and len(texts) == len(table)

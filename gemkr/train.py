@@ -182,7 +182,7 @@ def fit(model: torch.nn.Module, loss_fn: Callable, epoch_batches: Callable[[int]
                 bar.set_postfix(loss=f"{losses[i]:.3f}")
             batch = following
         bar.close()
-        history += _step_losses(_gathered_losses(losses, n_proc), grad_accum)
+        history += _step_losses(_gathered_losses(losses), grad_accum)
         if ckpt_dir is not None and acc.is_main_process:
             save_checkpoint(Path(ckpt_dir), acc.unwrap_model(model), optimizer, scheduler,
                             epoch + 1, history)
@@ -222,11 +222,12 @@ def _step_losses(micro: list[float], grad_accum: int) -> list[float]:
                                       for s in range(0, len(micro), grad_accum))]
 
 
-def _gathered_losses(losses: dict[int, float], n_proc: int) -> list[float]:
-    """The epoch's micro-batch losses in order, from every process."""
+def _gathered_losses(losses: dict[int, float]) -> list[float]:
+    """The epoch's micro-batch losses in order, from every process (`gathered` returns them
+    unchanged in one process)."""
     from .distributed import gathered
 
-    merged = gathered(losses) if n_proc > 1 else losses
+    merged = gathered(losses)
     return [merged[i] for i in sorted(merged)]
 
 

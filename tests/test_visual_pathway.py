@@ -328,6 +328,36 @@ def test_name_lookup_spells_names_over_their_tokens():
         NameLookup(ln_w, ln_b, 1e-5, proj, text, spelled, valid & False, sharpness=1.0)
 
 
+def test_variants_share_the_name_lookup_only_where_it_would_be_the_same():
+    """`trained._shared_lookup`: an ablation variant takes a copy of its base's name lookup when
+    the tower, the stage-2 LLM and the lookup's settings are the same, and computes its own
+    otherwise (another LLM, another spelling, no lookup)."""
+    from types import SimpleNamespace
+
+    import gemkr
+    from gemkr import trained
+    from gemkr.vision import NameLookup
+
+    g = torch.Generator().manual_seed(2)
+    look = NameLookup(torch.ones(8), torch.zeros(8), 1e-5, torch.randn(8, 6, generator=g),
+                      torch.randn(4, 6, generator=g), torch.randn(4, 2, 5, generator=g),
+                      torch.ones(4, 2, dtype=torch.bool), sharpness=9.0)
+    cfg = gemkr.get_config("default")
+    parts = SimpleNamespace(cfg=cfg, info={"llm_key": "k"},
+                            model=SimpleNamespace(visual_tokens=SimpleNamespace(names=look)))
+    shared = trained._shared_lookup(cfg, parts, "k")
+    assert shared is not look and shared.sharpness == look.sharpness
+    for a, b in zip(shared.buffers(), look.buffers(), strict=True):
+        assert torch.equal(a, b)
+    assert trained._shared_lookup(cfg, parts, "other LLM") is None
+    assert trained._shared_lookup(cfg, None, "k") is None
+    for change in ({"name_tokens": 1}, {"name_sharpness": 25.0}, {"object_names": False},
+                   {"visual_layout": "paper"}):
+        assert trained._shared_lookup(gemkr.get_config("default", **change), parts, "k") is None
+    parts.model.visual_tokens.names = None  # a base without a lookup (the paper's layout)
+    assert trained._shared_lookup(cfg, parts, "k") is None
+
+
 def test_visual_caption_puts_detected_object_tokens_where_the_caption_goes(tiny):
     """`visual_caption="dropped"`: without the detector's caption the prompt is '<question> a
     picture of' + the detected objects' tokens + the rest of the template + CLS; with it, the

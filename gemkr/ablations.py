@@ -82,6 +82,9 @@ VARIANTS = (
             decode={"max_clue_tokens": 4}),
     Variant("plain beams", "decoding", "10 beams in one group, no diversity penalty",
             decode={"num_beam_groups": 1, "diversity_penalty": 0.0}),
+    Variant("free first token", "decoding", "a clue may open with any token the index allows "
+            "(the paper's decoding), not only with a name its prompt holds",
+            decode={"first_token": "free"}),
     # the LLM-scale study on one schedule: the in-kit LLaMA (4 blocks x 256, random init) goes
     # through the same stage 2 as the default reader (same passages, template, epochs, lr) and
     # the same GeMKR tuning. (The kit's earlier 25-epoch stage 2 of this LLM, 6.7 min, left it

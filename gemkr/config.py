@@ -92,6 +92,10 @@ class Config:
     length_penalty: float = _f(
         1.5, "score = sum log-prob / len ** length_penalty (paper: 1.5)", "03"
     )
+    clue_first_token: str = _f(
+        "prompt name", "prompt name: a clue opens with a name its prompt holds (the caption's "
+        "and the object tokens' names; the kit's departure, measured in 06) | free: any token "
+        "the index allows (paper)", "03")
 
     # --- 04 model and training (paper-notes §2-§10) --------------------------------------------
     vision: str = _f(
@@ -322,7 +326,8 @@ _DEFAULT = dataclasses.replace(
                        "w/o caption dropout", "w/o object features", "w/o dual-flow attention",
                        "w/o LoRA", "caption instead of image", "image only", "visual tokens alone",
                        "question only",
-                       "unconstrained decoding", "official clue rules", "plain beams"),
+                       "unconstrained decoding", "official clue rules", "plain beams",
+                       "free first token"),
 )
 
 # `small`: as default but the LLM is the real pretrained SmolLM2-135M (LLaMA architecture).
@@ -362,6 +367,7 @@ _PAPER = dataclasses.replace(
     det_conf=0.25,  # ultralytics' (and YOLOv7's) default: the paper names no threshold
     object_names=False,
     visual_caption="off",
+    clue_first_token="free",  # the paper's decoding: the FM-index is the only constraint
     visual_objects=2,
     box_features=False,
     caption_dropout=0.0,
@@ -417,6 +423,9 @@ def get_config(profile: str, seed: int = 0, **overrides: Any) -> Config:
         if current is not None and value is not None and not _same_kind(current, value):
             raise ConfigError(f"setting {key!r} expects {type(current).__name__}, got {value!r}")
     cfg = dataclasses.replace(PROFILES[profile], seed=int(seed), **overrides)
+    if cfg.clue_first_token not in ("free", "prompt name"):
+        raise ConfigError(f"clue_first_token={cfg.clue_first_token!r}: choose 'prompt name' or "
+                          "'free'")
     if cfg.visual_caption not in VISUAL_CAPTION:
         raise ConfigError(f"visual_caption={cfg.visual_caption!r}: choose one of "
                           f"{', '.join(VISUAL_CAPTION)}")

@@ -14,6 +14,10 @@ as the official code runs it through transformers 4.28 (paper-notes §11.4, trap
   placeholder of transformers 4.28 counts, trap T4); returned sorted by that score.
 * Paper-text rules as switches: ``min_clue_tokens`` and ``stop_when_unique`` (a clue ends as soon
   as it occurs in exactly one passage); ``anchor="start"`` makes clues begin at a passage start.
+* The kit's departure, a switch (``first_token="prompt name"``, on in ``default``): a clue's first
+  token must open one of the object names its prompt holds (per query, `beam_search`'s
+  ``first_tokens``), intersected with what the index allows; where the two share nothing, the
+  index's set stands. The paper's only constraint is the index (``first_token="free"``).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import torch
 from .index import CorpusIndex, State
 
 NEG_INF = float("-inf")
+FIRST_TOKEN = ("free", "prompt name")
 
 
 @dataclass(frozen=True)
@@ -42,12 +47,18 @@ class DecodeConfig:
     anchor: str = "anywhere"  # "anywhere" (official) | "start" (clue begins a passage)
     constrained: bool = True
     mapping: str = "first"  # "first" passage of the clue (official) | "all" its passages
+    # "free" (official: any token the index allows) | "prompt name": the first token opens a
+    # name the prompt holds (the caller gives each query's set, `GeMKR.first_tokens`)
+    first_token: str = "free"
 
     def __post_init__(self) -> None:
         if self.num_beams % self.num_beam_groups:
             raise ValueError("num_beams must be a multiple of num_beam_groups")
         if self.anchor not in ("anywhere", "start") or self.mapping not in ("first", "all"):
             raise ValueError("anchor is 'anywhere' or 'start'; mapping is 'first' or 'all'")
+        if self.first_token not in FIRST_TOKEN:
+            raise ValueError(f"first_token={self.first_token!r}: choose one of "
+                             f"{', '.join(FIRST_TOKEN)}")
 
     @classmethod
     def from_config(cls, cfg, **changes) -> DecodeConfig:
@@ -55,7 +66,7 @@ class DecodeConfig:
         base = dict(num_beams=cfg.num_beams, num_beam_groups=cfg.num_beam_groups,
                     diversity_penalty=cfg.diversity_penalty, length_penalty=cfg.length_penalty,
                     max_clue_tokens=cfg.clue_max_tokens, min_clue_tokens=cfg.min_clue_tokens,
-                    stop_when_unique=cfg.stop_when_unique)
+                    stop_when_unique=cfg.stop_when_unique, first_token=cfg.clue_first_token)
         return cls(**(base | changes))
 
 
@@ -101,17 +112,30 @@ class _Group:
 
 
 def _allowed(index: CorpusIndex, beam: _Beam, dcfg: DecodeConfig, eos: int, vocab: int,
-             step: int) -> np.ndarray:
-    """Token ids the beam may emit next."""
+             step: int, first: np.ndarray | None = None) -> np.ndarray:
+    """Token ids the beam may emit next; at step 0 only those in `first` where it names any
+    (the query's prompt-name openings, `first_token="prompt name"`)."""
     if step >= dcfg.max_clue_tokens:
         return np.array([eos])
     if not dcfg.constrained:
         toks = np.arange(vocab)
-        return toks if step >= dcfg.min_clue_tokens else toks[toks != eos]
-    toks = index.allowed(beam.state)
-    if step < dcfg.min_clue_tokens or step == 0:
-        toks = toks[toks != eos]
-    return toks[toks < vocab]
+        toks = toks if step >= dcfg.min_clue_tokens else toks[toks != eos]
+    else:
+        toks = index.allowed(beam.state)
+        if step < dcfg.min_clue_tokens or step == 0:
+            toks = toks[toks != eos]
+        toks = toks[toks < vocab]
+    return opening_tokens(toks, first) if step == 0 else toks
+
+
+def opening_tokens(allowed: np.ndarray, first: np.ndarray | None) -> np.ndarray:
+    """The first step's tokens: `allowed` (what the index allows) narrowed to `first` (the
+    openings of the names the prompt holds); `allowed` itself where `first` is None or the two
+    share nothing (a prompt with no name, or names the knowledge base never starts a word with)."""
+    if first is None or not len(first):
+        return allowed
+    keep = allowed[np.isin(allowed, first)]
+    return keep if len(keep) else allowed
 
 
 def top_indices(values: np.ndarray, n: int) -> np.ndarray:
@@ -128,7 +152,8 @@ def top_indices(values: np.ndarray, n: int) -> np.ndarray:
 
 
 def _group_step(index: CorpusIndex, dcfg: DecodeConfig, eos: int, step: int, grp: _Group,
-                beams: list[_Beam], logp: np.ndarray, picked: np.ndarray) -> list[tuple]:
+                beams: list[_Beam], logp: np.ndarray, picked: np.ndarray,
+                first: np.ndarray | None = None) -> list[tuple]:
     """One step of one beam group: score the allowed continuations of its beams (Hamming
     penalty against tokens `picked` by earlier groups), let finished candidates enter the group's
     hypotheses and return the ``k`` continuing ones as (score, beam slot, token, state)."""
@@ -137,7 +162,7 @@ def _group_step(index: CorpusIndex, dcfg: DecodeConfig, eos: int, step: int, grp
     for j, beam in enumerate(beams):
         if beam.score == NEG_INF:
             continue
-        allowed = _allowed(index, beam, dcfg, eos, vocab, step)
+        allowed = _allowed(index, beam, dcfg, eos, vocab, step, first)
         lp = logp[j, allowed] - dcfg.diversity_penalty * picked[allowed]
         top = top_indices(lp, 2 * k)
         cand += [(beam.score + float(lp[i]), j, int(allowed[i])) for i in top]
@@ -163,14 +188,19 @@ def _group_step(index: CorpusIndex, dcfg: DecodeConfig, eos: int, step: int, grp
 
 @torch.no_grad()
 def beam_search(model, prompt_embeds: torch.Tensor, attention_mask: torch.Tensor,
-                index: CorpusIndex, dcfg: DecodeConfig, eos: int) -> list[list[Clue]]:
+                index: CorpusIndex, dcfg: DecodeConfig, eos: int,
+                first_tokens: list[np.ndarray | None] | None = None) -> list[list[Clue]]:
     """Constrained diverse beam search for a batch of prompts given as embeddings.
 
-    prompt_embeds: (Q, L, H) float, left-padded; attention_mask: (Q, L) 0/1. Returns per query
-    the finished clues sorted by score (at most ``num_beams``), EOS stripped unless it anchors.
+    prompt_embeds: (Q, L, H) float, left-padded; attention_mask: (Q, L) 0/1. `first_tokens`: per
+    query, the token ids a clue may open with (`opening_tokens`; None = any the index allows).
+    Returns per query the finished clues sorted by score (at most ``num_beams``), EOS stripped
+    unless it anchors.
     """
     Q, B, G = prompt_embeds.shape[0], dcfg.num_beams, dcfg.num_beam_groups
     k = B // G
+    if first_tokens is not None and len(first_tokens) != Q:
+        raise ValueError(f"first_tokens holds {len(first_tokens)} sets for {Q} queries")
     root = None
     if dcfg.constrained:
         root = index.root() if dcfg.anchor == "anywhere" else index.state([index.bos])
@@ -207,7 +237,8 @@ def beam_search(model, prompt_embeds: torch.Tensor, attention_mask: torch.Tensor
                     continue
                 rows = range(g * k, (g + 1) * k)
                 chosen = _group_step(index, dcfg, eos, step, grp, [beams[q][j] for j in rows],
-                                     logp[q * B + g * k:q * B + (g + 1) * k], picked)
+                                     logp[q * B + g * k:q * B + (g + 1) * k], picked,
+                                     None if first_tokens is None else first_tokens[q])
                 new = [_Beam(beams[q][g * k + j].tokens + [tok], st, sc)
                        for sc, j, tok, st in chosen]
                 new += [_Beam([], None, NEG_INF)] * (k - len(new))

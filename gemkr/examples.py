@@ -129,10 +129,17 @@ def clue_targets(questions: pd.DataFrame, index: CorpusIndex, max_tokens: int,
 
 
 def model_questions(questions: pd.DataFrame, captions: dict[int, str],
-                    use_caption: bool = True) -> pd.DataFrame:
+                    use_caption: bool = True,
+                    labels: dict[int, list[str]] | None = None) -> pd.DataFrame:
     """Questions with the model's input ``text``: question + detector caption (paper-notes §7),
-    or the question alone (``use_caption=False``)."""
+    or the question alone (``use_caption=False``). With `labels` (scene id -> the caption's
+    object names, `probe.scene_labels`), a ``caption_names`` column: the names the text's
+    caption says (none without a caption, or where the dataset brought its own caption)."""
+    detector = questions["caption"] == ""  # the caption `with_captions` fills from the detector
     q = with_captions(questions, captions)
+    if labels is not None:
+        q = q.assign(caption_names=[list(labels.get(int(s), [])) if use_caption and d else []
+                                    for s, d in zip(q["scene_id"], detector, strict=True)])
     return q if use_caption else q.assign(text=q["question"])
 
 
@@ -147,9 +154,15 @@ def make_batch(questions: pd.DataFrame, inputs: dict, targets: list[list[int]] |
     # a text that is the question alone has no detector caption (use_caption=False, dropout)
     captioned = ([t != q for t, q in zip(texts, questions["question"], strict=True)]
                  if "question" in questions else None)
+    names = None
+    if "caption_names" in questions:  # a text that lost its caption holds none of its names
+        names = [list(n) if captioned is None or c else []
+                 for n, c in zip(questions["caption_names"], captioned or [True] * len(texts),
+                                 strict=True)]
     return Batch(images=inputs["images"][idx], objects=inputs["objects"][idx],
                  mask=inputs["mask"][idx], texts=texts, targets=targets,
-                 geometry=None if geometry is None else geometry[idx], captioned=captioned)
+                 geometry=None if geometry is None else geometry[idx], captioned=captioned,
+                 names=names)
 
 
 def batches(questions: pd.DataFrame, inputs: dict, targets: list[list[int]], batch_size: int,

@@ -32,13 +32,20 @@ def next_token_logprobs(model: GeMKR, batch: Batch, prefix: list[int]) -> torch.
 
 
 def trace(model: GeMKR, batch: Batch, index: CorpusIndex, tokens: list[int], tok,
-          top: int = 5) -> pd.DataFrame:
+          top: int = 5, first_token: str = "free") -> pd.DataFrame:
     """One row per step of the clue `tokens`: allowed-set size, passages still containing the
-    clue, the model's top allowed tokens (probability over the allowed set) and the token taken."""
+    clue, the model's top allowed tokens (probability over the allowed set) and the token taken.
+    ``first_token="prompt name"`` (the profile's `DecodeConfig.first_token`) narrows step 0 to
+    the openings of the names the prompt holds, as the search does (`decoding.opening_tokens`)."""
+    from .decoding import opening_tokens
+
+    first = model.first_tokens(batch)[0] if first_token == "prompt name" else None
     rows, state = [], index.root()
     for step in range(len(tokens) + 1):
         allowed = index.allowed(state)
         allowed = allowed[allowed < model.llm.get_input_embeddings().weight.shape[0]]
+        if step == 0:
+            allowed = opening_tokens(allowed, first)
         logp = next_token_logprobs(model, batch, tokens[:step])
         cand = logp[torch.as_tensor(allowed, dtype=torch.long)]
         p = torch.softmax(cand, -1).numpy() if len(allowed) else np.zeros(0)
@@ -95,7 +102,8 @@ def widget(pipeline, questions, index, dcfg):
         run = gemkr_search(pipeline.model, pipeline.inputs, q, index, dcfg)
         tokens = list(run.clues[0][0].tokens) if run.clues[0] else []
         current.update(text=q["text"].iloc[0], trace=trace(
-            pipeline.model, make_batch(q, pipeline.inputs), index, tokens, pipeline.tok))
+            pipeline.model, make_batch(q, pipeline.inputs), index, tokens, pipeline.tok,
+            first_token=dcfg.first_token))
         last = len(current["trace"]) - 1
         current["busy"] = True  # moving the slider to the new end must not render a second time
         try:

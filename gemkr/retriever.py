@@ -185,7 +185,8 @@ class Retriever:
         inputs = picture_inputs(self.p.clip.visual, [(img, boxes)], 1, self.cfg.vit_image_size,
                                 self.cfg.max_objects)
         named = dets.loc[dets["conf"] >= self.cfg.caption_conf, "label"].tolist()
-        return {"image": img, "detections": dets, "caption": caption(named), **inputs}
+        return {"image": img, "detections": dets, "caption": caption(named),
+                "names": list(dict.fromkeys(named)), **inputs}
 
     # ------------------------------------------------------------ knowledge bases
     def knowledge_base(self, kb: str | Path) -> tuple[pd.DataFrame, object, object]:
@@ -278,7 +279,8 @@ class Retriever:
         from .model import Batch
 
         batch = Batch(scene["images"], scene["objects"], scene["mask"], [text], None,
-                      scene.get("geometry"), captioned=[bool(self.cfg.use_caption)])
+                      scene.get("geometry"), captioned=[bool(self.cfg.use_caption)],
+                      names=[scene.get("names", [])])
         clues = self.p.model.retrieve(batch, index, DecodeConfig.from_config(self.cfg))[0]
         return [(pid, clue_text(self.p.tok, c.tokens), float(c.score))
                 for pid, c in clue_hits(clues).items()]

@@ -72,7 +72,7 @@ DATA_FIELDS = ("dataset", "data_root", "n_scenes", "n_unseen_scenes", "n_objects
                "caption_conf")
 # Settings of the constrained beam search: they change which clues are found, never a weight.
 DECODING_FIELDS = ("num_beams", "num_beam_groups", "diversity_penalty", "length_penalty",
-                   "stop_when_unique", *DECODING_ONLY)
+                   "stop_when_unique", "clue_first_token", *DECODING_ONLY)
 # What loading a pipeline may read (`pipeline`), and what a single query may read on top of it
 # (`Retriever.scene`, `Retriever.retrieve`): a setting outside these lists would change what a
 # cached model is used with while its cache key stays the same.
@@ -411,14 +411,17 @@ def name_lookup(cfg, bench, clip, clip_tokenizer, llm, tok):
     names = bench.objects["name"].tolist()  # row i = object id i, as `object_passages`
     spelled = emb.new_zeros(len(names), cfg.name_tokens, emb.shape[1])
     valid = torch.zeros(len(names), cfg.name_tokens, dtype=torch.bool)
+    first = []
     for i, name in enumerate(names):
-        rows = emb[torch.tensor(tok(" " + name, add_special_tokens=False)["input_ids"])]
+        ids = tok(" " + name, add_special_tokens=False)["input_ids"]
+        first.append(ids[0])
+        rows = emb[torch.tensor(ids)]
         if cfg.name_tokens == 1:
             rows = rows.mean(0, keepdim=True)
         rows = rows[:cfg.name_tokens]  # a longer name is cut (1 of 478 names has > 4 tokens)
         spelled[i, :len(rows)], valid[i, :len(rows)] = rows, True
     return NameLookup(visual.ln_post.weight, visual.ln_post.bias, visual.ln_post.eps,
-                      visual.proj, feats, spelled, valid, cfg.name_sharpness)
+                      visual.proj, feats, spelled, valid, cfg.name_sharpness, first)
 
 
 def aligns(cfg) -> bool:
@@ -617,8 +620,11 @@ class Pipeline:
 
     def questions(self, split: str):
         """A split's questions with the model input ``text`` of this configuration."""
+        from .probe import scene_labels
+
         return examples.model_questions(self.bench.split(split), self.captions,
-                                        self.cfg.use_caption)
+                                        self.cfg.use_caption,
+                                        scene_labels(self.dets, self.cfg.caption_conf))
 
 
 @keyed_by(PIPELINE_FIELDS)

@@ -272,7 +272,7 @@ class NameLookup(nn.Module):
     V2L-Tokenizer)."""
 
     def __init__(self, ln_weight, ln_bias, eps: float, proj, text_features, spelled, valid,
-                 sharpness: float):
+                 sharpness: float, first_ids=None):
         super().__init__()
         if spelled.dim() != 3 or valid.shape != spelled.shape[:2]:
             raise ValueError(f"spelled (names, positions, hidden) and valid (names, positions), "
@@ -281,6 +281,13 @@ class NameLookup(nn.Module):
             raise ValueError("every name needs at least one token")
         self.eps, self.sharpness = float(eps), float(sharpness)
         self.positions = int(spelled.shape[1])
+        # each name's first token id (" " + name, as the caption writes it): what a clue opens
+        # with under `clue_first_token="prompt name"` (`GeMKR.first_tokens`)
+        self.first_ids = (None if first_ids is None
+                          else torch.as_tensor(first_ids, dtype=torch.long).clone())
+        if self.first_ids is not None and self.first_ids.shape != spelled.shape[:1]:
+            raise ValueError(f"first_ids needs one id per name ({spelled.shape[0]}), got "
+                             f"{tuple(self.first_ids.shape)}")
         valid = valid.float()
         for name, t in (("ln_weight", ln_weight), ("ln_bias", ln_bias), ("proj", proj),
                         ("text_features", text_features), ("spelled", spelled * valid[..., None]),
@@ -299,6 +306,12 @@ class NameLookup(nn.Module):
         num = torch.einsum("...n,nlh->...lh", p, self.spelled)
         den = torch.einsum("...n,nl->...l", p, self.valid)
         return num / den.clamp_min(1e-12)[..., None]
+
+    def top_first_ids(self, objects: torch.Tensor) -> torch.Tensor:
+        """(..., width) -> (...,) the first token id of each object's most likely name."""
+        if self.first_ids is None:
+            raise ValueError("this NameLookup was built without first_ids")
+        return self.first_ids[self.naming(objects).argmax(-1).cpu()]
 
     def lengths(self, objects: torch.Tensor) -> torch.Tensor:
         """(..., width) -> (...,) the token count of each object's most likely name."""

@@ -41,8 +41,9 @@ def _occurs(clue, doc):
     return any(stored[i:i + m] == list(clue) for i in range(len(stored) - m + 1))
 
 
-def reference_beam(model, embeds, num_beams, max_len, length_penalty):
-    """Plain beam search recomputing the whole sequence each step (no cache, no groups)."""
+def reference_beam(model, embeds, num_beams, max_len, length_penalty, first=None):
+    """Plain beam search recomputing the whole sequence each step (no cache, no groups); the
+    first step takes only the tokens in `first` when given."""
     emb = model.get_input_embeddings()
     beams, hyps = [([], 0.0)], []
     for step in range(max_len + 1):
@@ -51,6 +52,8 @@ def reference_beam(model, embeds, num_beams, max_len, length_penalty):
             x = torch.cat([embeds, emb(torch.tensor([toks], dtype=torch.long))], dim=1)
             logp = torch.log_softmax(model(inputs_embeds=x).logits[0, -1].float(), -1)
             allowed = [EOS] if step >= max_len else [t for t in range(V) if step or t != EOS]
+            if step == 0 and first is not None:
+                allowed = [t for t in allowed if t in first]
             cands += [(score + float(logp[t]), toks + [t]) for t in allowed]
         cands.sort(key=lambda c: -c[0])
         new = []
@@ -144,3 +147,38 @@ def test_top_indices_matches_stable_argsort(values, n):
     """The partial selection equals the full stable sort it replaces, ties and -inf included."""
     v = np.asarray(values, dtype=np.float64)
     assert top_indices(v, n).tolist() == np.argsort(-v, kind="stable")[:n].tolist()
+
+
+@torch.no_grad()
+def test_first_tokens_equal_the_reference_with_a_narrowed_first_step(model, corpus):
+    """Per-query first-token sets: unconstrained, the search equals the brute-force reference
+    whose first step may take only those tokens; constrained, every clue opens with one and
+    still occurs in its passages; a set the index shares nothing with, an empty set and None
+    leave the search as it is; in a batch each query keeps its own set."""
+    docs, index = corpus
+    free = DecodeConfig(num_beams=4, num_beam_groups=1, diversity_penalty=0.0,
+                        length_penalty=1.5, max_clue_tokens=4, constrained=False)
+    m = torch.ones(1, 5, dtype=torch.long)
+    for seed, first in ((0, [5, 9, 30]), (1, [17]), (2, [3, 4, 40, 41])):
+        x = _prompt(model, seed)
+        got = beam_search(model, x, m, index, free, EOS, [np.array(first)])[0]
+        ref = reference_beam(model, x, 4, 4, 1.5, first=first)
+        assert [c.tokens for c in got] == [tuple(t if len(t) <= 4 else t[:-1]) for _, t in ref]
+        assert np.allclose([c.score for c in got], [s for s, _ in ref], atol=1e-5)
+        assert all(c.tokens[0] in first for c in got)
+    dcfg = DecodeConfig(max_clue_tokens=5, min_clue_tokens=2, mapping="all")
+    sets = [np.array([7, 11]), np.array([20]), np.array([V + 3]), np.array([], np.int64), None]
+    batch = torch.cat([_prompt(model, s) for s in range(len(sets))])
+    many = beam_search(model, batch, torch.ones(len(sets), 5, dtype=torch.long), index, dcfg,
+                       EOS, sets)
+    for q, (clues, first) in enumerate(zip(many, sets, strict=True)):
+        alone = beam_search(model, _prompt(model, q), m, index, dcfg, EOS)[0]
+        if first is not None and len(first) and first[0] < V:
+            assert all(c.tokens[0] in first.tolist() for c in clues)
+            assert all(_occurs(c.tokens, docs[d]) for c in clues for d in c.docs)
+        else:  # nothing to narrow to: the same clues as a free search
+            assert [c.tokens for c in clues] == [c.tokens for c in alone]
+    with pytest.raises(ValueError, match="2 sets for 1 queries"):
+        beam_search(model, _prompt(model, 0), m, index, dcfg, EOS, [None, None])
+    with pytest.raises(ValueError, match="first_token"):
+        DecodeConfig(first_token="names")

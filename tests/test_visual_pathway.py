@@ -407,14 +407,28 @@ def test_make_batch_marks_the_texts_without_caption():
                       "text": ["a? a picture of an owl", "b?"]})
     assert examples.make_batch(q, inputs).captioned == [True, False]
     assert examples.make_batch(q, inputs, texts=["a?", "b? x"]).captioned == [False, True]
+    q = q.assign(caption_names=[["owl"], ["bus"]])  # the names go only where the caption is
+    assert examples.make_batch(q, inputs).names == [["owl"], []]
+    assert examples.make_batch(q, inputs, texts=["a?", "b? x"]).names == [[], ["bus"]]
 
 
-def test_spelled_names_reach_the_prompt_as_the_names_tokens(tmp_path):
-    """With a sharp naming, the visual caption of an uncaptioned prompt reads like text: each
-    detected object's name spelled in its own token embeddings (as many positions as the name
-    has tokens; the padded positions and the empty slot left out), in slot order. The same
-    tokens stay at <ImageHere> (without their padding) when the visual caption is off."""
-    from gemkr.model import CAPTION_OPENING, PROMPT, Batch, template_ids
+def test_model_questions_name_the_detector_captions_objects():
+    q = pd.DataFrame({"scene_id": [7, 8, 9], "question": ["a?", "b?", "c?"],
+                      "caption": ["", "", "a photo of a dog"]})
+    labels = {7: ["owl", "bus"], 9: ["cat"]}
+    caps = {7: "a picture of an owl and a bus", 8: "a picture", 9: "a picture of a cat"}
+    got = examples.model_questions(q, caps, True, labels)
+    assert got["caption_names"].tolist() == [["owl", "bus"], [], []]  # 9 keeps its own caption
+    assert got["text"].tolist()[0] == "a? a picture of an owl and a bus"
+    off = examples.model_questions(q, caps, False, labels)
+    assert off["caption_names"].tolist() == [[], [], []] and off["text"].tolist() == ["a?", "b?",
+                                                                                     "c?"]
+    assert "caption_names" not in examples.model_questions(q, caps, True)
+
+
+def _spelled_model(tmp_path, first_ids: bool = False):
+    """A smoke-sized GeMKR whose object tokens spell three names ("banana", "golden retriever",
+    "cat") from a sharp name lookup: feature j is named name j."""
     from gemkr.vision import NameLookup
 
     torch.manual_seed(0)
@@ -439,10 +453,22 @@ def test_spelled_names_reach_the_prompt_as_the_names_tokens(tmp_path):
     ones, zeros = torch.ones(32), torch.zeros(32)
     text = torch.nn.functional.normalize(
         torch.nn.functional.layer_norm(features, (32,), ones, zeros, 1e-5) @ proj, dim=-1)
-    look = NameLookup(ones, zeros, 1e-5, proj, text, spelled, valid, sharpness=1e4)
+    look = NameLookup(ones, zeros, 1e-5, proj, text, spelled, valid, sharpness=1e4,
+                      first_ids=[i[0] for i in ids] if first_ids else None)
     enc = PrefixViT(clip.visual, prefix_len=cfg.prefix_len, object_features=True)
     model = GeMKR(enc, trained.visual_tokens(cfg, 32, llm, cfg.visual_objects, look), llm, tok,
                   sp)
+    return model, tok, sp, cfg, emb, features, ids
+
+
+def test_spelled_names_reach_the_prompt_as_the_names_tokens(tmp_path):
+    """With a sharp naming, the visual caption of an uncaptioned prompt reads like text: each
+    detected object's name spelled in its own token embeddings (as many positions as the name
+    has tokens; the padded positions and the empty slot left out), in slot order. The same
+    tokens stay at <ImageHere> (without their padding) when the visual caption is off."""
+    from gemkr.model import CAPTION_OPENING, PROMPT, Batch, template_ids
+
+    model, tok, sp, cfg, emb, features, ids = _spelled_model(tmp_path)
     model.visual_caption = "always"
     slots = cfg.max_objects
     objects = torch.zeros(1, slots, 32)
@@ -470,3 +496,46 @@ def test_spelled_names_reach_the_prompt_as_the_names_tokens(tmp_path):
         torch.testing.assert_close(plain, torch.cat([
             emb[torch.tensor(before)], visual[0, :1], emb[torch.tensor(said)],
             emb[torch.tensor(after)]]), atol=1e-3, rtol=1e-3)
+
+
+def test_first_tokens_are_the_names_the_prompt_holds(tmp_path):
+    """`GeMKR.first_tokens`: the first token of each caption name (only where the item reads its
+    caption and the model its text) and of the tower's top-1 name of each detected object slot
+    the visual tokens hold (only where the model reads the image); retrieval under
+    ``first_token="prompt name"`` opens every clue with one of them."""
+    from gemkr.decoding import DecodeConfig
+    from gemkr.index import CorpusIndex
+    from gemkr.model import Batch
+
+    model, tok, sp, cfg, _, features, ids = _spelled_model(tmp_path, first_ids=True)
+    model.visual_caption = "always"
+    n = cfg.visual_objects
+    assert n >= 2
+    objects = torch.zeros(2, cfg.max_objects, 32)
+    objects[:, 0], objects[:, 1] = features[1], features[0]  # golden retriever, banana
+    mask = torch.zeros(2, cfg.max_objects, dtype=torch.bool)
+    mask[0, [0, 1]] = True
+    mask[1, 1] = True  # item 1: slot 0 empty, so no golden retriever
+    if cfg.max_objects > n:
+        objects[:, n], mask[:, n] = features[2], True  # beyond the object tokens: not held
+    cat = tok(" cat", add_special_tokens=False)["input_ids"][0]
+    batch = Batch(torch.randn(2, 3, 32, 32), objects, mask, ["What is it? a picture of a cat",
+                                                              "What is it?"], None,
+                  captioned=[True, False], names=[["cat"], ["cat"]])
+    got = [set(a.tolist()) for a in model.first_tokens(batch)]
+    assert got == [{cat, ids[1][0], ids[0][0]}, {ids[0][0]}]
+    model.use_text = False  # no text read: the caption's names are not in the prompt
+    assert [set(a.tolist()) for a in model.first_tokens(batch)] == [{ids[1][0], ids[0][0]},
+                                                                    {ids[0][0]}]
+    model.use_text, model.use_image = True, False  # no image read: only the caption's names
+    assert [set(a.tolist()) for a in model.first_tokens(batch)] == [{cat}, set()]
+    model.use_image = True
+
+    docs = [tok(t, add_special_tokens=False)["input_ids"] for t in (
+        " a cat sleeps on the mat", " golden retriever dogs swim", " the banana is yellow",
+        " a tuba is loud", " owls hunt at night")]
+    index = CorpusIndex.build(docs, eos=sp.eos, bos=sp.bos, vocab_size=len(tok), progress=False)
+    dcfg = DecodeConfig(num_beams=4, num_beam_groups=4, max_clue_tokens=4,
+                        first_token="prompt name")
+    for clues, allowed in zip(model.retrieve(batch, index, dcfg), got, strict=True):
+        assert clues and all(c.tokens[0] in allowed for c in clues)

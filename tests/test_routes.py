@@ -18,7 +18,7 @@ import pytest
 import torch
 from PIL import Image
 
-from gemkr import detect, evaluate, examples
+from gemkr import detect, evaluate, examples, probe
 from gemkr.decoding import DecodeConfig
 from gemkr.paths import REPO_ROOT
 from gemkr.retriever import Retriever
@@ -86,7 +86,10 @@ def test_the_notebooks_route_gives_what_the_retriever_gives(retriever):
     # the text the model reads, and the ranking of its clues' passages (05)
     sid = int(scenes["scene_id"].iloc[0])
     q = pd.DataFrame({"qid": [0], "scene_id": [sid], "question": [QUESTION], "caption": [""]})
-    q = detect.with_captions(q, captions)
+    # as `trained.Pipeline.questions` makes them: the text and the caption's names
+    q = examples.model_questions(q, captions, cfg.use_caption,
+                                 probe.scene_labels(dets, cfg.caption_conf))
+    assert q["caption_names"].iloc[0] == r.scene(scenes["image_path"].iloc[0])["names"]
     assert q["text"].iloc[0] == detect.input_text(QUESTION, r.scene(scenes["image_path"].iloc[0])
                                                   ["caption"])
     run = evaluate.gemkr_search(r.p.model, inputs, q, r.p.indexes["KB-S"],

@@ -18,6 +18,7 @@ from typing import Any
 
 PROFILE_NAMES = ("smoke", "default", "small", "paper")
 VISUAL_CAPTION = ("always", "dropped", "off")
+FIRST_TOKEN = ("free", "prompt name")  # `clue_first_token` / `DecodeConfig.first_token`
 
 
 def _f(default: Any, doc: str, stage: str = "") -> Any:
@@ -423,9 +424,9 @@ def get_config(profile: str, seed: int = 0, **overrides: Any) -> Config:
         if current is not None and value is not None and not _same_kind(current, value):
             raise ConfigError(f"setting {key!r} expects {type(current).__name__}, got {value!r}")
     cfg = dataclasses.replace(PROFILES[profile], seed=int(seed), **overrides)
-    if cfg.clue_first_token not in ("free", "prompt name"):
-        raise ConfigError(f"clue_first_token={cfg.clue_first_token!r}: choose 'prompt name' or "
-                          "'free'")
+    if cfg.clue_first_token not in FIRST_TOKEN:
+        raise ConfigError(f"clue_first_token={cfg.clue_first_token!r}: choose one of "
+                          f"{', '.join(FIRST_TOKEN)}")
     if cfg.visual_caption not in VISUAL_CAPTION:
         raise ConfigError(f"visual_caption={cfg.visual_caption!r}: choose one of "
                           f"{', '.join(VISUAL_CAPTION)}")

@@ -27,10 +27,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from .config import FIRST_TOKEN
 from .index import CorpusIndex, State
 
 NEG_INF = float("-inf")
-FIRST_TOKEN = ("free", "prompt name")
 
 
 @dataclass(frozen=True)

@@ -82,6 +82,9 @@ VARIANTS = (
             decode={"max_clue_tokens": 4}),
     Variant("plain beams", "decoding", "10 beams in one group, no diversity penalty",
             decode={"num_beam_groups": 1, "diversity_penalty": 0.0}),
+    Variant("diverse beam groups", "decoding", "10 groups of one beam, Hamming penalty 0.5 "
+            "(the paper's decoding), not 10 beams in one group",
+            decode={"num_beam_groups": 10, "diversity_penalty": 0.5}),
     Variant("free first token", "decoding", "a clue may open with any token the index allows "
             "(the paper's decoding), not only with a name its prompt holds",
             decode={"first_token": "free"}),
@@ -204,9 +207,14 @@ def fingerprint(p, dcfg, questions) -> dict:
 
 
 def no_op(cfg, v: Variant) -> bool:
-    """A trained variant whose switches are already the profile's settings (e.g. oracle boxes in
-    `smoke`, which always uses the exact boxes, where the detector's thresholds change nothing
-    either): it is the full model under another name."""
+    """A variant whose switches are already the profile's settings: a trained one such as oracle
+    boxes in `smoke` (which always uses the exact boxes, where the detector's thresholds change
+    nothing either), a decoding one such as "free first token" in `paper` (which decodes free).
+    It is the full model under another name."""
+    if v.decode:
+        from .decoding import DecodeConfig
+
+        return DecodeConfig.from_config(cfg, **v.decode) == DecodeConfig.from_config(cfg)
     thresholds = ("det_conf", "caption_conf")
     return bool(v.train) and all(getattr(cfg, k) == x or (cfg.det_oracle_boxes and k in thresholds)
                                  for k, x in v.train.items())

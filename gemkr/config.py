@@ -86,9 +86,11 @@ class Config:
         True, "paper text: stop as soon as the clue occurs in one passage", "03"
     )
     num_beams: int = _f(10, "beams returned per query (paper: 10)", "03")
-    num_beam_groups: int = _f(10, "diverse beam groups (paper: 10 groups x 1 beam)", "03")
+    num_beam_groups: int = _f(
+        1, "beam groups: 1 = plain beam search (the kit's departure, measured in 06); the "
+        "paper's code decodes 10 diverse groups x 1 beam", "03")
     diversity_penalty: float = _f(
-        0.5, "Hamming diversity penalty between groups (paper: 0.5)", "03"
+        0.0, "Hamming diversity penalty between groups (paper: 0.5)", "03"
     )
     length_penalty: float = _f(
         1.5, "score = sum log-prob / len ** length_penalty (paper: 1.5)", "03"
@@ -327,7 +329,7 @@ _DEFAULT = dataclasses.replace(
                        "w/o caption dropout", "w/o object features", "w/o dual-flow attention",
                        "w/o LoRA", "caption instead of image", "image only", "visual tokens alone",
                        "question only",
-                       "unconstrained decoding", "official clue rules", "plain beams",
+                       "unconstrained decoding", "official clue rules", "diverse beam groups",
                        "free first token"),
 )
 
@@ -369,6 +371,8 @@ _PAPER = dataclasses.replace(
     object_names=False,
     visual_caption="off",
     clue_first_token="free",  # the paper's decoding: the FM-index is the only constraint
+    num_beam_groups=10,  # ... in 10 diverse groups of one beam (the paper's code)
+    diversity_penalty=0.5,
     visual_objects=2,
     box_features=False,
     caption_dropout=0.0,

@@ -156,7 +156,7 @@ def make_batch(questions: pd.DataFrame, inputs: dict, targets: list[list[int]] |
                  if "question" in questions else None)
     names = None
     if "caption_names" in questions:  # a text that lost its caption holds none of its names
-        names = [list(n) if captioned is None or c else []
+        names = [list(n) if c else []
                  for n, c in zip(questions["caption_names"], captioned or [True] * len(texts),
                                  strict=True)]
     return Batch(images=inputs["images"][idx], objects=inputs["objects"][idx],

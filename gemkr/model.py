@@ -24,7 +24,7 @@ from torch import nn
 
 from .decoding import Clue, DecodeConfig, beam_search
 from .index import CorpusIndex
-from .tokenizer import Specials, smollm2_gguf
+from .tokenizer import Specials, name_ids, smollm2_gguf
 from .vision import PrefixViT, VisualTokens, n_prefixed
 
 # Verbatim from the official templates/alpaca.json ("prompt_input"), paper-notes §7.
@@ -392,8 +392,7 @@ class GeMKR(nn.Module):
         if self.use_text and batch.names is not None:
             for i, names in enumerate(batch.names):
                 if batch.captioned is None or batch.captioned[i]:
-                    items[i] |= {self.tokenizer(" " + n, add_special_tokens=False)["input_ids"][0]
-                                 for n in names}
+                    items[i] |= {name_ids(self.tokenizer, n)[0] for n in names}
         vt = self.visual_tokens
         if (self.use_image and batch.mask is not None and vt is not None
                 and vt.layout == "objects" and vt.names is not None

@@ -82,6 +82,13 @@ def word_prefix(tok) -> str:
     return "" if first.startswith(("\u2581", "\u0120")) else " "
 
 
+def name_ids(tok, name: str) -> list[int]:
+    """The token ids of an object name as running text writes it (the caption's "... of a
+    banana"), which is how the index holds the passage that opens with it (`word_prefix`):
+    the first of them is what a clue about the object opens with."""
+    return tok(word_prefix(tok) + name, add_special_tokens=False)["input_ids"]
+
+
 def clue_text(tok, tokens) -> str:
     """A clue's (or passage opening's) text from its index token ids, without the word prefix and
     without the passage-boundary marks (a clue may run to its passage's end: ... [eos])."""

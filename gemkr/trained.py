@@ -35,7 +35,7 @@ from .config import recorded_reads
 from .hardware import bf16_native
 from .model import GeMKR, add_lora, build_llm, template_ids
 from .paths import artifacts_dir
-from .tokenizer import clue_text
+from .tokenizer import clue_text, name_ids
 from .vision import PrefixViT, VisualTokens, create_clip
 
 STAGE = "04_training"
@@ -413,7 +413,7 @@ def name_lookup(cfg, bench, clip, clip_tokenizer, llm, tok):
     valid = torch.zeros(len(names), cfg.name_tokens, dtype=torch.bool)
     first = []
     for i, name in enumerate(names):
-        ids = tok(" " + name, add_special_tokens=False)["input_ids"]
+        ids = name_ids(tok, name)
         first.append(ids[0])
         rows = emb[torch.tensor(ids)]
         if cfg.name_tokens == 1:

@@ -281,8 +281,8 @@ class NameLookup(nn.Module):
             raise ValueError("every name needs at least one token")
         self.eps, self.sharpness = float(eps), float(sharpness)
         self.positions = int(spelled.shape[1])
-        # each name's first token id (" " + name, as the caption writes it): what a clue opens
-        # with under `clue_first_token="prompt name"` (`GeMKR.first_tokens`)
+        # each name's first token id (`tokenizer.name_ids`, as the caption writes it): what a
+        # clue opens with under `clue_first_token="prompt name"` (`GeMKR.first_tokens`)
         self.first_ids = (None if first_ids is None
                           else torch.as_tensor(first_ids, dtype=torch.long).clone())
         if self.first_ids is not None and self.first_ids.shape != spelled.shape[:1]:

@@ -54,6 +54,8 @@ VARIANTS = (
             train={"caption_conf": 0.05}),
     Variant("w/o box features", "visual tokens", "object tokens without their boxes",
             train={"box_features": False}),
+    Variant("w/o choice loss", "training", "the paper's loss only: no cross-entropy among the "
+            "prompt's names at the clue's first token", train={"choice_loss": 0.0}),
     Variant("w/o caption dropout", "input", "every tuning example reads its caption",
             train={"caption_dropout": 0.0}),
     Variant("w/o object features", "visual prefix", "prefix = learned rows only",
@@ -82,9 +84,6 @@ VARIANTS = (
             decode={"max_clue_tokens": 4}),
     Variant("plain beams", "decoding", "10 beams in one group, no diversity penalty",
             decode={"num_beam_groups": 1, "diversity_penalty": 0.0}),
-    Variant("diverse beam groups", "decoding", "10 groups of one beam, Hamming penalty 0.5 "
-            "(the paper's decoding), not 10 beams in one group",
-            decode={"num_beam_groups": 10, "diversity_penalty": 0.5}),
     Variant("free first token", "decoding", "a clue may open with any token the index allows "
             "(the paper's decoding), not only with a name its prompt holds",
             decode={"first_token": "free"}),
@@ -202,6 +201,7 @@ def fingerprint(p, dcfg, questions) -> dict:
                              f"x{m.visual_tokens.per_object}",
             "visual_caption": m.visual_caption,
             "aligned": p.info.get("align_key", ""), "caption_dropout": p.cfg.caption_dropout,
+            "choice_loss": m.choice_loss,
             "prompt": questions["text"].iloc[0] if len(questions) else "",
             "boxes": table_key(p.dets)}
 

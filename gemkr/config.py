@@ -86,11 +86,9 @@ class Config:
         True, "paper text: stop as soon as the clue occurs in one passage", "03"
     )
     num_beams: int = _f(10, "beams returned per query (paper: 10)", "03")
-    num_beam_groups: int = _f(
-        1, "beam groups: 1 = plain beam search (the kit's departure, measured in 06); the "
-        "paper's code decodes 10 diverse groups x 1 beam", "03")
+    num_beam_groups: int = _f(10, "diverse beam groups (paper: 10 groups x 1 beam)", "03")
     diversity_penalty: float = _f(
-        0.0, "Hamming diversity penalty between groups (paper: 0.5)", "03"
+        0.5, "Hamming diversity penalty between groups (paper: 0.5)", "03"
     )
     length_penalty: float = _f(
         1.5, "score = sum log-prob / len ** length_penalty (paper: 1.5)", "03"
@@ -149,6 +147,10 @@ class Config:
     caption_dropout: float = _f(
         0.5, "share of instruction-tuning examples whose caption is dropped (question alone), "
         "so the visual tokens must say which object is which", "04")
+    choice_loss: float = _f(
+        1.0, "weight of the choice loss: at the clue's first token, cross-entropy among the "
+        "openings of the names the prompt holds (the kit's departure, measured in 06); 0: the "
+        "paper's loss only", "04")
     align_epochs: int = _f(
         2, "alignment stage (LLaVA / MiniGPT-4 stage 1): object token -> that object's clue, "
         "LLM frozen, only the visual-token projection trains; 0 = no alignment", "04")
@@ -327,9 +329,10 @@ _DEFAULT = dataclasses.replace(
                        "visual caption without the caption only", "confident boxes only",
                        "caption of every box", "w/o box features", "oracle boxes",
                        "w/o caption dropout", "w/o object features", "w/o dual-flow attention",
-                       "w/o LoRA", "caption instead of image", "image only", "visual tokens alone",
+                       "w/o LoRA", "w/o choice loss", "caption instead of image", "image only",
+                       "visual tokens alone",
                        "question only",
-                       "unconstrained decoding", "official clue rules", "diverse beam groups",
+                       "unconstrained decoding", "official clue rules", "plain beams",
                        "free first token"),
 )
 
@@ -371,8 +374,7 @@ _PAPER = dataclasses.replace(
     object_names=False,
     visual_caption="off",
     clue_first_token="free",  # the paper's decoding: the FM-index is the only constraint
-    num_beam_groups=10,  # ... in 10 diverse groups of one beam (the paper's code)
-    diversity_penalty=0.5,
+    choice_loss=0.0,  # the paper's loss: cross-entropy over the clue's tokens only
     visual_objects=2,
     box_features=False,
     caption_dropout=0.0,

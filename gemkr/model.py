@@ -204,6 +204,7 @@ class GeMKR(nn.Module):
         self.tokenizer, self.sp = tokenizer, sp
         self.use_image, self.use_text = use_image, use_text
         self.visual_caption = "off"  # set by `trained.assemble` from `visual_caption`
+        self.choice_loss = 0.0  # set by `trained.assemble` from `choice_loss`
         self.decode_bf16 = False  # set by `trained.assemble` from `decode_bf16` and the hardware
 
     # --------------------------------------------------------------------------- sequences
@@ -334,7 +335,8 @@ class GeMKR(nn.Module):
 
     def forward(self, batch: Batch, share_opening: bool = True,
                 visual: torch.Tensor | None = None) -> torch.Tensor:
-        """Mean cross-entropy over clue + EOS tokens.
+        """Mean cross-entropy over clue + EOS tokens, plus `choice_loss` times the choice term
+        (`choice_term`) where it is set.
 
         Two savings, both exact: left padding puts every target at the end, so the output layer
         (49K rows: the largest cost of a small LLM) runs only on the last ``longest target + 1``
@@ -358,9 +360,36 @@ class GeMKR(nn.Module):
         out = self.llm(inputs_embeds=embeds, attention_mask=mask, position_ids=position,
                        cache=cache, use_cache=cache is not None, logits_to_keep=keep)
         logits = out.logits[:, :-1].float()
-        return nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
-                                           labels[:, -(keep - 1):].reshape(-1),
-                                           ignore_index=IGNORE)
+        labels = labels[:, -(keep - 1):]
+        loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
+                                           labels.reshape(-1), ignore_index=IGNORE)
+        if self.choice_loss and visual is None:  # (not the alignment stage's naming loss)
+            loss = loss + self.choice_loss * self.choice_term(batch, logits, labels)
+        return loss
+
+    def choice_term(self, batch: Batch, logits: torch.Tensor, labels: torch.Tensor
+                    ) -> torch.Tensor:
+        """The kit's choice loss (README departure 7): at the clue's first position, the
+        cross-entropy of the gold token among the openings the item's prompt allows
+        (`first_tokens`: its caption's names and its object tokens' names), averaged over the
+        items with more than one opening and the gold one among them; 0 where there is none.
+
+        Why: the plain loss spends the first token's gradient on pushing down the whole
+        vocabulary, while under ``clue_first_token="prompt name"`` the search only ever chooses
+        among these few names; measured, the tuned reader chose the asked-about one barely
+        above chance on the kinds of reference that pick one object of several."""
+        with torch.no_grad():
+            sets = self.first_tokens(batch)
+        valid = labels != IGNORE
+        first = valid.float().argmax(1)  # left padding: each item's targets end the rows
+        terms = []
+        for i, allowed in enumerate(sets):
+            gold = int(labels[i, first[i]]) if valid[i].any() else -1
+            where = np.flatnonzero(allowed == gold)
+            if len(allowed) > 1 and len(where):
+                row = logits[i, first[i], torch.as_tensor(allowed, device=logits.device)]
+                terms.append(torch.logsumexp(row, 0) - row[int(where[0])])
+        return torch.stack(terms).mean() if terms else logits.new_zeros(())
 
     @torch.no_grad()
     def retrieve(self, batch: Batch, index: CorpusIndex, dcfg: DecodeConfig) -> list[list[Clue]]:

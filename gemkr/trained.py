@@ -50,7 +50,7 @@ GEMKR_FIELDS = ("prefix_len", "dual_flow", "object_features", "mask_empty_slots"
                 "object_names", "name_sharpness", "name_tokens", "visual_caption",
                 "lora_r", "lora_alpha", "lora_dropout", "epochs", "batch_size", "grad_accum",
                 "lr", "min_lr", "warmup_steps", "weight_decay", "train_questions",
-                "clue_max_tokens", "min_clue_tokens")
+                "clue_max_tokens", "min_clue_tokens", "choice_loss")
 
 # the alignment stage reads the object features and box features only (the detections, the clue
 # targets and the LLM come in through its key's upstream parts and data hash)
@@ -360,6 +360,7 @@ def assemble(cfg, clip, llm, tok, sp, names=None) -> GeMKR:
         for p in [*encoder.parameters(), *tokens.parameters()]:
             p.requires_grad_(False)
     model = GeMKR(encoder, tokens, llm, tok, sp, use_image=cfg.use_image, use_text=cfg.use_text)
+    model.choice_loss = float(cfg.choice_loss)
     model.visual_caption = (cfg.visual_caption if cfg.visual_layout == "objects"
                             and cfg.use_image and cfg.use_text else "off")
     model.decode_bf16 = bool(cfg.decode_bf16) and bf16_native(

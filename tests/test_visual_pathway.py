@@ -539,3 +539,47 @@ def test_first_tokens_are_the_names_the_prompt_holds(tmp_path):
                         first_token="prompt name")
     for clues, allowed in zip(model.retrieve(batch, index, dcfg), got, strict=True):
         assert clues and all(c.tokens[0] in allowed for c in clues)
+
+
+def test_choice_loss_is_the_gold_openings_cross_entropy_among_the_prompts_names(tmp_path):
+    """`choice_loss` adds, to the clue's cross-entropy, the weight times the mean over items of
+    -log p(gold first token | the prompt's openings), brute-forced here from each item's own
+    first-step log-probabilities (`explore.next_token_logprobs`); an item with one opening, or
+    whose gold opening the prompt does not hold, adds nothing; the weight 0 leaves the loss
+    unchanged."""
+    from gemkr.explore import next_token_logprobs
+    from gemkr.model import Batch
+
+    model, tok, sp, cfg, _, features, ids = _spelled_model(tmp_path, first_ids=True)
+    model.visual_caption = "always"
+    model.eval()
+    objects = torch.zeros(4, cfg.max_objects, 32)
+    objects[:, 0], objects[:, 1] = features[1], features[0]  # golden retriever, banana
+    mask = torch.zeros(4, cfg.max_objects, dtype=torch.bool)
+    mask[:, [0, 1]] = True
+    mask[2, 0] = False  # item 2: only the banana, and no caption: one opening
+    cat = tok(" cat", add_special_tokens=False)["input_ids"]
+    tuba = tok(" tuba", add_special_tokens=False)["input_ids"]
+    # banana (held), cat (held), banana (the only opening), tuba (not held)
+    targets = [[*ids[0], 5], [*cat, 7], [*ids[0], 9], [*tuba, 11]]
+    texts = ["Which fruit? a picture of a cat", "Which pet? a picture of a cat", "Which fruit?",
+             "Which instrument? a picture of a cat"]
+    batch = Batch(torch.randn(4, 3, 32, 32), objects, mask, texts, targets,
+                  captioned=[True, True, False, True], names=[["cat"], ["cat"], [], ["cat"]])
+    sets = model.first_tokens(batch)
+    assert [len(s) for s in sets] == [3, 3, 1, 3] and tuba[0] not in sets[3]
+    with torch.no_grad():
+        model.choice_loss = 0.0
+        plain = float(model(batch))
+        model.choice_loss = 0.7
+        both = float(model(batch))
+        terms = []
+        for i in (0, 1):  # item 2 has one opening only, item 3's gold is not among its own
+            one = Batch(batch.images[i:i + 1], objects[i:i + 1], mask[i:i + 1], texts[i:i + 1],
+                        None, captioned=[True], names=[["cat"]])
+            logp = next_token_logprobs(model, one, [])
+            row = logp[torch.as_tensor(sets[i])]
+            terms.append(float(torch.logsumexp(row, 0) - logp[targets[i][0]]))
+    assert abs((both - plain) - 0.7 * sum(terms) / 2) < 1e-4
+    assert all(t > 0 for t in terms)
+    model.choice_loss = 0.0

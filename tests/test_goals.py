@@ -14,14 +14,12 @@ COMMITTED = REPO_ROOT / "results" / "default"
 
 # Goals the committed cold `default` run misses (README, "Goals"): reported, not hidden.
 MISSED_IN_COMMITTED_RUN: dict[str, str] = {
-    'the image adds to the caption':
-        'committed run: 0.030',
     'the question picks the object: R@1 >= CLIP-crops per kind':
-        'committed run: -0.053',
+        'committed run: -0.022',
     '09: the first passage is the object the question asks about':
-        'committed run: 0.000',
+        'committed run: 0.667',
     'one cold run <= 60 min':
-        'committed run: 86.460',
+        'committed run: 92.645',
 }
 
 

@@ -101,14 +101,19 @@ def _caption_misses(root):
 
 def _question_picks(root):
     """The smallest R@1 difference GeMKR - CLIP-crops over the kinds of reference with at least
-    30 test questions."""
+    30 test questions, with that kind's paired 95 % interval where the table has one (met: every
+    such difference >= 0, as the goal reads)."""
     df = pd.read_csv(root / "05_by_ref_kind.csv")
     df = df[(df.ref_kind != "all") & (df.n_queries >= 30)]
     piv = df.pivot_table(index="ref_kind", columns="method", values="R@1")
     if piv.empty or "GeMKR" not in piv or CLIP_CROPS not in piv:
         return float("nan"), None, None, False
     diff = piv["GeMKR"] - piv[CLIP_CROPS]
-    return float(diff.min()), None, None, bool((diff >= 0).all())
+    lo = hi = None
+    if "ci95_low" in df and (df.get("against") == CLIP_CROPS).any():
+        worst = df[(df.method == "GeMKR") & (df.ref_kind == diff.idxmin())].iloc[0]
+        lo, hi = float(worst["ci95_low"]), float(worst["ci95_high"])
+    return float(diff.min()), lo, hi, bool((diff >= 0).all())
 
 
 def _asks_about(root):

@@ -102,8 +102,10 @@ class PassageFile:
         out = []
         with open(self.path, "rb") as fh:
             for r in rows:
-                record = record_at(fh, int(self.offsets[r]), self.header, self.delimiter)
-                out.append(parse_passage(self.path, record, self.id_col, int(r))[1])
+                offset = int(self.offsets[r])  # (r counts this KB's passages, not the file's rows)
+                record = record_at(fh, offset, self.header, self.delimiter)
+                out.append(parse_passage(self.path, record, self.id_col,
+                                         f"the record at byte {offset}")[1])
         return out
 
     def row_of(self, pid: int) -> int:

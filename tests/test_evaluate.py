@@ -38,6 +38,25 @@ def test_by_ref_kind_scores_each_kind_and_all():
     assert out.loc["left", "R@1"] == 0.5 and out.loc["left", "R@5"] == 0.5
     assert out.loc["single", "R@1"] == 0.0 and out.loc["single", "R@5"] == 1.0
     assert out.loc["all", "n_queries"] == 4 and out.loc["all", "R@5"] == 0.5
+    assert "ΔR@1" not in out, "no paired columns without `against`"
+
+
+def test_by_ref_kind_paired_against_a_method_per_kind():
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    n = 90
+    q = pd.DataFrame({"gold_pid": np.arange(n), "ref_kind": rng.choice(["a", "b", "c"], n)})
+    runs = {name: evaluate.Run(name, [[g if rng.random() < p else -1] for g in range(n)], 0.0)
+            for name, p in (("m", 0.6), ("ref", 0.4))}
+    out = evaluate.by_ref_kind(runs, q, against="ref", seed=1)
+    for _, part in out.groupby("ref_kind"):
+        m, ref = part.set_index("method").loc["m"], part.set_index("method").loc["ref"]
+        assert m["ΔR@1"] == pytest.approx(m["R@1"] - ref["R@1"]), "difference of the kind's R@1"
+        assert m["ci95_low"] <= m["ΔR@1"] <= m["ci95_high"]
+        assert np.isnan(ref["ΔR@1"]) and (part["against"] == "ref").all()
+    with pytest.raises(KeyError, match="no such run"):
+        evaluate.by_ref_kind(runs, q, against="CLIP")
 
 
 def test_clip_over_detected_crops_matches_encode_image_and_merges_by_best_crop(tmp_path):

@@ -62,7 +62,21 @@ def test_goals_from_small_tables(tmp_path):
     # the "top" kind has too few questions to count; "single" ties, "left" is ahead
     picks = t.loc["the question picks the object: R@1 >= CLIP-crops per kind"]
     assert picks.met and picks.value == pytest.approx(0.0)
+    assert pd.isna(picks.ci95_low), "a table without paired columns gives no interval"
     assert "YOLO test mAP50 >= 0.8" not in t.index, "a goal without its table is left out"
+
+
+def test_question_picks_reports_the_worst_kinds_interval(tmp_path):
+    write_tables(tmp_path)
+    kinds = pd.read_csv(tmp_path / "05_by_ref_kind.csv").assign(against=goals.CLIP_CROPS)
+    kinds["ci95_low"] = [0.0, None, -0.1, None, -0.5, None]
+    kinds["ci95_high"] = [0.1, None, 0.1, None, 0.2, None]
+    kinds.to_csv(tmp_path / "05_by_ref_kind.csv", index=False)
+    picks = goals.evaluate("default", tmp_path).set_index("goal").loc[
+        "the question picks the object: R@1 >= CLIP-crops per kind"]
+    # "single" (0.0) is the worst of the kinds with >= 30 questions ("top" has 10)
+    assert picks.value == pytest.approx(0.0) and picks.ci95_low == pytest.approx(-0.1)
+    assert picks.ci95_high == pytest.approx(0.1)
 
 
 @pytest.mark.parametrize(("kw", "goal"), [

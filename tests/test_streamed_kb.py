@@ -148,11 +148,12 @@ def test_streamed_baselines_equal_the_table_route(wk, tmp_path):
 def test_streamed_tsv_errors_name_the_row(tmp_path):
     empty = tmp_path / "empty.tsv"
     _tsv(empty, [(1, "a passage", "t"), (2, "   ", "t")])
-    with pytest.raises(KBError, match="passage 2 .row 3. is empty"):
+    with pytest.raises(KBError, match="passage 2 .record 2 after the header. is empty"):
         PassageFile.scan(empty, name="WK21M", root=tmp_path / "a")
     bad_id = tmp_path / "bad_id.tsv"
     _tsv(bad_id, [(1, "a passage", "t"), ("x7", "another one", "t")])
-    with pytest.raises(DatasetError, match="row 3: passage id 'x7' is not a whole number"):
+    with pytest.raises(DatasetError,
+                       match="record 2 after the header: passage id 'x7' is not a whole number"):
         PassageFile.scan(bad_id, name="WK21M", root=tmp_path / "b")
     with pytest.raises(DatasetError, match="not found"):
         PassageFile.scan(tmp_path / "missing.tsv", name="WK21M", root=tmp_path / "c")

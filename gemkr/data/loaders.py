@@ -87,20 +87,22 @@ def corpus_records(path: Path, id_col: str, delimiter: str, max_passages: int | 
             return
         if not fields:  # a blank line (as csv.DictReader, skipped)
             continue
-        pid, text, title = parse_passage(path, dict(zip(header, fields, strict=False)), id_col, n)
+        pid, text, title = parse_passage(path, dict(zip(header, fields, strict=False)), id_col,
+                                         f"record {n + 1} after the header")
         yield pid, text, title, start
         n += 1
 
 
-def parse_passage(path: Path, r: dict, id_col: str, n: int) -> tuple[int, str, str]:
-    """(pid, text, title) of record `n` (0-based, after the header) read as column -> field."""
+def parse_passage(path: Path, r: dict, id_col: str, where: str) -> tuple[int, str, str]:
+    """(pid, text, title) of a record read as column -> field; `where` places it in the file for
+    the error messages ("record 7 after the header", "the record at byte 1234")."""
     text = " ".join((r.get("text") or "").split())
     if not text:
-        raise KBError(f"{path}: passage {r.get(id_col)} (row {n + 2}) is empty")
+        raise KBError(f"{path}: passage {r.get(id_col)} ({where}) is empty")
     try:
         pid = int(r.get(id_col))
     except (TypeError, ValueError):
-        raise DatasetError(f"{path}: row {n + 2}: passage id {r.get(id_col)!r} is not a "
+        raise DatasetError(f"{path}: {where}: passage id {r.get(id_col)!r} is not a "
                            "whole number") from None
     return pid, text, r.get("title") or ""
 
@@ -211,10 +213,10 @@ def load_paper_dataset(cfg, max_passages: int | None = None) -> Benchmark:
     else:
         raise DatasetError(f"unknown dataset {cfg.dataset!r}; use okmoji, okvqa_gs112k, "
                            "okvqa_wk21m or remuq")
-    if kb_name == "WK21M":
-        dups = corpus.duplicates
-    else:
+    if isinstance(corpus, pd.DataFrame):
         corpus, dups = deduplicate(corpus, kb_name)
+    else:  # a PassageFile drops its duplicates as it scans
+        dups = corpus.duplicates
     scenes = questions[["scene_id", "split", "image_path"]].drop_duplicates("scene_id")
     return Benchmark(name=cfg.dataset, root=root, questions=questions, kb={kb_name: corpus},
                      objects=pd.DataFrame(), scenes=scenes.reset_index(drop=True), kb_dups=dups)

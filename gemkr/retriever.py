@@ -128,6 +128,28 @@ def draw_picture(objects: pd.DataFrame, names: list[str], seed: int, size: int =
     return img, boxes
 
 
+def boxed(true_boxes: pd.DataFrame, detections: pd.DataFrame, min_iou: float = 0.5
+          ) -> pd.DataFrame:
+    """For each drawn object (`draw_picture`'s boxes): the detection that overlaps it most, its
+    IoU, label and confidence, and whether it counts as found (IoU >= `min_iou`, the rule of
+    notebook 02's recall table). An object no box covers reaches GeMKR neither as an object token
+    nor as a caption name, so no clue can open with its name."""
+    from .detect import iou
+
+    rows = []
+    for t in true_boxes.itertuples(index=False):
+        box = (t.x0, t.y0, t.x1, t.y1)
+        overlaps = [iou(box, (d.x0, d.y0, d.x1, d.y1)) for d in detections.itertuples()]
+        best = int(np.argmax(overlaps)) if overlaps else -1
+        score = overlaps[best] if overlaps else 0.0
+        hit = detections.iloc[best] if score > 0 else None  # (no box touches it: none)
+        rows.append({"drawn": t.name, "best_iou": score,
+                     "detected_as": None if hit is None else hit["label"],
+                     "conf": float("nan") if hit is None else float(hit["conf"]),
+                     "found": score >= min_iou})
+    return pd.DataFrame(rows)
+
+
 class Retriever:
     """The trained pipeline of one profile, ready for single queries (see the module doc)."""
 

@@ -130,3 +130,22 @@ def test_captions_name_the_confident_labels_in_confidence_order():
     caps = detect.scene_captions(dets, [7, 9, 11], min_score=0.25)
     assert caps == {7: "a picture of a teapot, a banana and an owl", 9: "a picture",
                     11: "a picture"}
+
+
+def test_boxed_matches_each_drawn_object_to_its_most_overlapping_detection():
+    from gemkr.detect import iou
+    from gemkr.retriever import boxed
+
+    drawn = pd.DataFrame({"name": ["banana", "giraffe"], "x0": [0, 100], "y0": [0, 100],
+                          "x1": [50, 150], "y1": [50, 150]})
+    dets = pd.DataFrame({"rank": [0, 1], "label": ["banana", "hot pepper"], "conf": [0.7, 0.2],
+                         "x0": [2, 90], "y0": [2, 80], "x1": [52, 130], "y1": [50, 120]})
+    out = boxed(drawn, dets).set_index("drawn")
+    assert out.at["banana", "detected_as"] == "banana" and out.at["banana", "found"]
+    assert out.at["banana", "best_iou"] == pytest.approx(iou((0, 0, 50, 50), (2, 2, 52, 50)))
+    giraffe = out.loc["giraffe"]  # only the pepper box touches it, far below IoU 0.5
+    assert giraffe.detected_as == "hot pepper" and not giraffe.found
+    assert giraffe.best_iou == pytest.approx(iou((100, 100, 150, 150), (90, 80, 130, 120)))
+    for none in (boxed(drawn, dets.iloc[:0]), boxed(drawn, dets.assign(x0=300, x1=310))):
+        assert not none.found.any() and none.detected_as.isna().all()
+        assert (none.best_iou == 0).all()

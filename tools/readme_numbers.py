@@ -110,10 +110,23 @@ def caption_section() -> str:
             f"{d:+.3f} {interval(lo, hi)}" for d, lo, hi in
             zip(g["ΔR@1"], g.ci95_low, g.ci95_high, strict=True)]
         paired = "; the last column paired over the same questions"
+        above = [r for r, lo in zip(g.index, g.ci95_low, strict=True) if lo > 0]
+        below = [r for r, hi in zip(g.index, g.ci95_high, strict=True) if hi < 0]
     return ("**When the caption misses the object** (`05_by_caption.csv`, R@5, test / "
             f"{KB}; questions in brackets):\n\n" + table(rows)
             + "\n\n**Does the question pick the object?** (`05_by_ref_kind.csv`, R@1 per kind of "
-              f"reference with at least 30 test questions{paired}):\n\n" + table(kind_rows))
+              f"reference with at least 30 test questions{paired}):\n\n" + table(kind_rows)
+            + (kinds_line(read("05_by_ref_kind.csv"), above, below) if paired else ""))
+
+
+def kinds_line(k: pd.DataFrame, above: list[str], below: list[str]) -> str:
+    """One sentence on which kinds' paired intervals exclude zero, and the same difference over
+    every test question (the `all` row)."""
+    every = k[(k.method == "GeMKR") & (k.ref_kind == "all")].iloc[0]
+    return ("\n\nKinds whose interval lies above zero: " + (", ".join(above) or "none")
+            + "; below zero: " + (", ".join(below) or "none") + "; every other kind's spans "
+            f"zero. GeMKR minus CLIP-crops over all {int(every.n_queries)} test questions: "
+            f"{every['ΔR@1']:+.3f} {interval(every.ci95_low, every.ci95_high)}.")
 
 
 def ablation_section() -> str:

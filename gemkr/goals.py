@@ -110,7 +110,7 @@ def _question_picks(root):
         return float("nan"), None, None, False
     diff = piv["GeMKR"] - piv[CLIP_CROPS]
     lo = hi = None
-    if "ci95_low" in df and (df.get("against") == CLIP_CROPS).any():
+    if {"against", "ci95_low", "ci95_high"} <= set(df) and (df["against"] == CLIP_CROPS).any():
         worst = df[(df.method == "GeMKR") & (df.ref_kind == diff.idxmin())].iloc[0]
         lo, hi = float(worst["ci95_low"]), float(worst["ci95_high"])
     return float(diff.min()), lo, hi, bool((diff >= 0).all())

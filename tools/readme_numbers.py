@@ -95,8 +95,8 @@ def caption_section() -> str:
                          f"caption names the gold object ({int(n[True])})":
                              piv[True].map(f3).values,
                          f"caption misses it ({int(n[False])})": piv[False].map(f3).values})
-    k = read("05_by_ref_kind.csv")
-    k = k[(k.ref_kind != "all") & (k.n_queries >= 30)]
+    k_all = read("05_by_ref_kind.csv")
+    k = k_all[(k_all.ref_kind != "all") & (k_all.n_queries >= 30)]
     kinds = k.pivot_table(index="ref_kind", columns="method", values="R@1")
     cols = [c for c in ("GeMKR", "CLIP (detected crops)", "GeMKR w/o image (ablation schedule)")
             if c in kinds]
@@ -116,7 +116,7 @@ def caption_section() -> str:
             f"{KB}; questions in brackets):\n\n" + table(rows)
             + "\n\n**Does the question pick the object?** (`05_by_ref_kind.csv`, R@1 per kind of "
               f"reference with at least 30 test questions{paired}):\n\n" + table(kind_rows)
-            + (kinds_line(read("05_by_ref_kind.csv"), above, below) if paired else ""))
+            + (kinds_line(k_all, above, below) if paired else ""))
 
 
 def kinds_line(k: pd.DataFrame, above: list[str], below: list[str]) -> str:

@@ -103,26 +103,23 @@ def caption_section() -> str:
     kind_rows = kinds[cols].map(f3).reset_index()
     kind_rows.insert(1, "questions", k.groupby("ref_kind").n_queries.first()[
         kind_rows.ref_kind].values)
-    paired = ""
-    if "ΔR@1" in k and "GeMKR" in kinds:  # (tables written before the paired columns lack it)
-        g = k[k.method == "GeMKR"].set_index("ref_kind").loc[kind_rows.ref_kind]
-        kind_rows["GeMKR minus CLIP-crops [95 %]"] = [
-            f"{d:+.3f} {interval(lo, hi)}" for d, lo, hi in
-            zip(g["ΔR@1"], g.ci95_low, g.ci95_high, strict=True)]
-        paired = "; the last column paired over the same questions"
-        above = [r for r, lo in zip(g.index, g.ci95_low, strict=True) if lo > 0]
-        below = [r for r, hi in zip(g.index, g.ci95_high, strict=True) if hi < 0]
+    g = k[k.method == "GeMKR"].set_index("ref_kind").loc[kind_rows.ref_kind]
+    kind_rows["GeMKR minus CLIP-crops [95 %]"] = [
+        f"{d:+.3f} {interval(lo, hi)}" for d, lo, hi in
+        zip(g["ΔR@1"], g.ci95_low, g.ci95_high, strict=True)]
     return ("**When the caption misses the object** (`05_by_caption.csv`, R@5, test / "
             f"{KB}; questions in brackets):\n\n" + table(rows)
             + "\n\n**Does the question pick the object?** (`05_by_ref_kind.csv`, R@1 per kind of "
-              f"reference with at least 30 test questions{paired}):\n\n" + table(kind_rows)
-            + (kinds_line(k_all, above, below) if paired else ""))
+              "reference with at least 30 test questions; the last column paired over the same "
+              "questions):\n\n" + table(kind_rows) + kinds_line(g, k_all))
 
 
-def kinds_line(k: pd.DataFrame, above: list[str], below: list[str]) -> str:
-    """One sentence on which kinds' paired intervals exclude zero, and the same difference over
-    every test question (the `all` row)."""
-    every = k[(k.method == "GeMKR") & (k.ref_kind == "all")].iloc[0]
+def kinds_line(g: pd.DataFrame, k_all: pd.DataFrame) -> str:
+    """One sentence on which kinds' paired intervals (`g`: GeMKR's rows by kind) exclude zero,
+    and the same difference over every test question (the `all` row of `k_all`)."""
+    above = g.index[g.ci95_low > 0].tolist()
+    below = g.index[g.ci95_high < 0].tolist()
+    every = k_all[(k_all.method == "GeMKR") & (k_all.ref_kind == "all")].iloc[0]
     return ("\n\nKinds whose interval lies above zero: " + (", ".join(above) or "none")
             + "; below zero: " + (", ".join(below) or "none") + "; every other kind's spans "
             f"zero. GeMKR minus CLIP-crops over all {int(every.n_queries)} test questions: "

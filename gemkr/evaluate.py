@@ -91,8 +91,8 @@ def by_ref_kind(runs: dict[str, Run], questions: pd.DataFrame, ks: Sequence[int]
     one row per (method, ref_kind) with the number of questions. With `against` (a method of
     `runs`), also each method's R@1 minus `against`'s on the same questions of the kind, with
     its paired bootstrap 95 % interval (``ΔR@1``, ``ci95_low``, ``ci95_high``; NaN on
-    `against`'s own rows): a kind holds 30-160 test questions, where one question moves R@1 by
-    up to 0.03, so a difference is read with its interval."""
+    `against`'s own rows): one question moves a kind's R@1 by 1 / ``n_queries``, so on a kind of
+    a few dozen questions a difference is read with its interval."""
     from .metrics import gold_hits, paired_bootstrap
 
     if against is not None and against not in runs:
@@ -101,8 +101,8 @@ def by_ref_kind(runs: dict[str, Run], questions: pd.DataFrame, ks: Sequence[int]
     gold = questions["gold_pid"].tolist()
     ref = None if against is None else gold_hits(runs[against].ranked, gold, 1)
     for method, run in runs.items():
-        hits = {k: gold_hits(run.ranked, gold, k) for k in ks}
-        top = gold_hits(run.ranked, gold, 1)
+        hits = {k: gold_hits(run.ranked, gold, k) for k in {*ks, 1}}  # R@1 for the Δ
+        top = hits[1]
         for kind, idx in [*questions.groupby("ref_kind").indices.items(),
                           ("all", np.arange(len(questions)))]:
             row = {"method": method, "ref_kind": kind, "n_queries": len(idx),

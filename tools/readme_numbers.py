@@ -116,14 +116,22 @@ def caption_section() -> str:
 
 def kinds_line(g: pd.DataFrame, k_all: pd.DataFrame) -> str:
     """One sentence on which kinds' paired intervals (`g`: GeMKR's rows by kind) exclude zero,
-    and the same difference over every test question (the `all` row of `k_all`)."""
+    and the same difference over every test question (the `all` row of `k_all`); then the two
+    ablation-schedule models' R@1 and R@5 over those questions, where the table has them."""
     above = g.index[g.ci95_low > 0].tolist()
     below = g.index[g.ci95_high < 0].tolist()
-    every = k_all[(k_all.method == "GeMKR") & (k_all.ref_kind == "all")].iloc[0]
+    every = k_all[k_all.ref_kind == "all"].set_index("method")
+    gemkr = every.loc["GeMKR"]
+    pair = [m for m in ("GeMKR (ablation schedule)", "GeMKR w/o image (ablation schedule)")
+            if m in every.index]
     return ("\n\nKinds whose interval lies above zero: " + (", ".join(above) or "none")
             + "; below zero: " + (", ".join(below) or "none") + "; every other kind's spans "
-            f"zero. GeMKR minus CLIP-crops over all {int(every.n_queries)} test questions: "
-            f"{every['ΔR@1']:+.3f} {interval(every.ci95_low, every.ci95_high)}.")
+            f"zero. GeMKR minus CLIP-crops over all {int(gemkr.n_queries)} test questions: "
+            f"{gemkr['ΔR@1']:+.3f} {interval(gemkr.ci95_low, gemkr.ci95_high)}."
+            + ("" if not pair else " The ablation schedule's two models on the same questions: "
+               + "; ".join(f"{m.removesuffix(' (ablation schedule)')} R@1 "
+                           f"{f3(every.at[m, 'R@1'])}, R@5 {f3(every.at[m, 'R@5'])}"
+                           for m in pair) + "."))
 
 
 def ablation_section() -> str:

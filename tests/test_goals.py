@@ -17,7 +17,7 @@ MISSED_IN_COMMITTED_RUN: dict[str, str] = {
     '09: the first passage is the object the question asks about':
         'committed run: 0.667',
     'one cold run <= 60 min':
-        'committed run: 90.810',
+        'committed run: 85.777',
 }
 
 

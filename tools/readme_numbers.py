@@ -182,7 +182,44 @@ def runtime_section() -> str:
     return (f"**Runtime** (`manifest.json`, one cold run: {m['one_cold_run']}; commit "
             f"{m['run']['git']['commit'][:7]}; {hw.get('cores', '?')} cores, "
             f"{hw.get('cpu', hw.get('processor', '?'))}, the {path} path): {total:.1f} min in "
-            f"all; per notebook (min): {parts}.")
+            f"all; per notebook (min): {parts}. " + heavy_steps_line(nb))
+
+
+def heavy_steps_line(nb: dict) -> str:
+    """The run's largest single steps, from the tables that time them: what a 60-minute budget
+    must make room for before any evaluation or ablation."""
+    yolo = read("02_timing.csv").train_minutes.iloc[0]
+    emb = read("03_embeddings.csv")
+    minilm = emb.seconds.sum() / 60
+    stages = read("04_stages.csv").seconds.sum() / 60
+    ablations = nb["06_ablations"]["wall_s"] / 60
+    variants = read("06_ablations.csv").variant.nunique()
+    fixed = yolo + minilm + stages
+    return (f"The largest single steps: training YOLO {yolo:.1f} min (`02_timing.csv`), "
+            f"embedding the {int(emb.embedded.sum()):,} passages of the KBs with MiniLM "
+            f"{minilm:.1f} min (`03_embeddings.csv`), and 04's three trainings {stages:.1f} min "
+            f"(`04_stages.csv`): {fixed:.1f} min ({fixed / 60:.0%} of a 60-minute budget) "
+            f"before any evaluation; 06's {variants} variants take {ablations:.1f} min more.")
+
+
+def cores_section() -> str:
+    """`python -m gemkr.bench_cores` (results/default/bench_cores.csv): threads or processes."""
+    b = read("bench_cores.csv")
+    n, first = int(b.cores.iloc[0]), b.iloc[0]
+    path = "bfloat16" if first.bf16_native else "float32"
+    loops = "; ".join(f"{r.loop}: {r.one_thread:.1f} {r.unit} on one thread, "
+                      f"{r.threads_over_one:.2f}x that on {n} threads, and {n} single-thread "
+                      f"processes at once {r.processes_over_threads:.2f}x the {n} threads'"
+                      for r in b.itertuples())
+    nb = json.loads((RESULTS / "manifest.json").read_text())["notebooks"]
+    total = sum(r["wall_s"] for r in nb.values()) / 60
+    processed = sum(r["wall_s"] for k, r in nb.items() if k[:2] in ("04", "05", "06")) / 60
+    best = b.processes_over_threads.max()
+    bound = total - processed * (1 - 1 / best) if best > 1 else total
+    return (f"**Threads or processes** (`bench_cores.csv`, `python -m gemkr.bench_cores` after "
+            f"a cold run, {n} cores, {first.processor}, the {path} path): {loops}. Were all of "
+            f"notebooks 04-06 (the ones `--processes {n}` shares out) to speed up by the best "
+            f"of these ratios, the committed run would still take {bound:.1f} min.")
 
 
 def kb_file_section() -> str:
@@ -259,8 +296,8 @@ def processors_section() -> str:
 
 def render() -> str:
     parts = [goals_section(), detector_section(), main_section(), caption_section(),
-             ablation_section(), stages_section(), runtime_section(), processors_section(),
-             kb_file_section(), index_scale_section()]
+             ablation_section(), stages_section(), runtime_section(), cores_section(),
+             processors_section(), kb_file_section(), index_scale_section()]
     return BEGIN + "\n\n" + "\n\n".join(parts) + "\n\n" + END
 
 

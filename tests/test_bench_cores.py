@@ -3,7 +3,6 @@ loop is measured with one thread, with every core and as one single-thread proce
 once (the processes wait for each other before timing), and the table's ratios are its columns'.
 Speeds themselves are never asserted (DESIGN: speed goals live in the CSVs)."""
 
-import subprocess
 import time
 
 import pytest
@@ -11,15 +10,11 @@ import pytest
 from gemkr import bench_cores
 from gemkr.config import get_config
 from gemkr.hardware import cores
-from gemkr.paths import REPO_ROOT
 
 
 @pytest.fixture(scope="module")
-def smoke_trained():
-    for nb in ("01", "02", "03", "04"):  # a no-op when the smoke stages are up to date
-        proc = subprocess.run(["./run_all.sh", "--profile", "smoke", "--only", nb], cwd=REPO_ROOT,
-                              capture_output=True, text=True, timeout=1800)
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+def smoke_trained(smoke_stages):
+    smoke_stages("01", "02", "03", "04")
 
 
 def test_every_loop_measured_three_ways(smoke_trained):

@@ -86,17 +86,10 @@ def test_a_hit_stored_for_other_settings_is_named(tmp_path, monkeypatch):
         trained._hit(cache)
 
 
-def test_loading_the_pipeline_reads_only_what_its_keys_cover(monkeypatch):
+def test_loading_the_pipeline_reads_only_what_its_keys_cover(monkeypatch, smoke_stages):
     """`pipeline` (what notebooks 05-09 and the retriever load) is checked like a stage: reading
     a setting that no key covers, anywhere inside it, fails."""
-    import subprocess
-
-    from gemkr.paths import REPO_ROOT
-
-    for nb in ("01", "02", "03", "04"):  # a no-op when the smoke stages are up to date
-        proc = subprocess.run(["./run_all.sh", "--profile", "smoke", "--only", nb],
-                              cwd=REPO_ROOT, capture_output=True, text=True, timeout=1800)
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    smoke_stages("01", "02", "03", "04")
     cfg = get_config("smoke")
     with recorded_reads() as seen:
         trained.pipeline(cfg)

@@ -96,14 +96,11 @@ def test_per_process_keeps_the_global_batch(monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def smoke_04_restored(tmp_path_factory):
+def smoke_04_restored(tmp_path_factory, smoke_stages):
     """The smoke stages 01-03 (a no-op when up to date); 04's trained parts are copied aside and
     put back afterwards (the runs below retrain GeMKR tuning with a 2-process batch split, in
     the cache folder notebook 04 uses)."""
-    for nb in ("01", "02", "03"):
-        proc = subprocess.run(["./run_all.sh", "--profile", "smoke", "--only", nb],
-                              cwd=REPO_ROOT, capture_output=True, text=True, timeout=1800)
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    smoke_stages("01", "02", "03")
     stage = REPO_ROOT / "artifacts" / "smoke" / "04_training"
     saved = tmp_path_factory.mktemp("saved") / "04_training"
     if stage.exists():

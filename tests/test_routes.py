@@ -10,7 +10,6 @@ depend on every pixel, so a route that swapped red and blue (ultralytics reads a
 would move them. The swapped picture is checked to move them."""
 
 import dataclasses
-import subprocess
 
 import numpy as np
 import pandas as pd
@@ -20,18 +19,14 @@ from PIL import Image
 
 from gemkr import detect, evaluate, examples, probe
 from gemkr.decoding import DecodeConfig
-from gemkr.paths import REPO_ROOT
 from gemkr.retriever import Retriever
 
 QUESTION = "What is the object on the left used for?"
 
 
 @pytest.fixture(scope="module")
-def retriever():
-    for nb in ("01", "02", "03", "04"):  # a no-op when the smoke stages are up to date
-        proc = subprocess.run(["./run_all.sh", "--profile", "smoke", "--only", nb], cwd=REPO_ROOT,
-                              capture_output=True, text=True, timeout=1800)
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+def retriever(smoke_stages):
+    smoke_stages("01", "02", "03", "04")
     r = Retriever.load("smoke")
     r.cfg = dataclasses.replace(r.cfg, det_conf=1e-6, caption_conf=1e-6)
     return r

@@ -201,7 +201,7 @@ def heavy_steps_line(nb: dict) -> str:
             f"{minilm:.1f} min (`03_embeddings.csv`), and 04's three trainings {stages:.1f} min "
             f"(`04_stages.csv`): {fixed:.1f} min ({fixed / 60:.0%} of a 60-minute budget) "
             f"before any evaluation; 06's {variants} variants take {ablations:.1f} min more, "
-            f"and without notebook 06 the run would still take {total - ablations:.1f} min.")
+            f"and without notebook 06 the run would take {total - ablations:.1f} min.")
 
 
 def cores_section() -> str:

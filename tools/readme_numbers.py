@@ -172,11 +172,16 @@ def stages_section() -> str:
               f"{int(asks.names_it.sum())} of {len(asks)} questions (`09_asks_about.csv`).")
 
 
+def run_minutes(nb: dict, only: tuple[str, ...] | None = None) -> float:
+    """Minutes of the manifest's notebooks (those whose number is in `only`, or all)."""
+    return sum(r["wall_s"] for k, r in nb.items() if only is None or k[:2] in only) / 60
+
+
 def runtime_section() -> str:
     m = json.loads((RESULTS / "manifest.json").read_text())
     nb = m["notebooks"]
     hw = m["run"].get("hardware") or {}
-    total = sum(r["wall_s"] for r in nb.values()) / 60
+    total = run_minutes(nb)
     parts = ", ".join(f"{k[:2]} {r['wall_s'] / 60:.1f}" for k, r in nb.items())
     path = "bfloat16" if hw.get("bf16_native") else "float32"
     return (f"**Runtime** (`manifest.json`, one cold run: {m['one_cold_run']}; commit "
@@ -192,10 +197,10 @@ def heavy_steps_line(nb: dict) -> str:
     emb = read("03_embeddings.csv")
     minilm = emb.seconds.sum() / 60
     stages = read("04_stages.csv").seconds.sum() / 60
-    ablations = nb["06_ablations"]["wall_s"] / 60
+    ablations = run_minutes(nb, ("06",))
     variants = read("06_ablations.csv").variant.nunique()
     fixed = yolo + minilm + stages
-    total = sum(r["wall_s"] for r in nb.values()) / 60
+    total = run_minutes(nb)
     return (f"The largest single steps: training YOLO {yolo:.1f} min (`02_timing.csv`), "
             f"embedding the {int(emb.embedded.sum()):,} passages of the KBs with MiniLM "
             f"{minilm:.1f} min (`03_embeddings.csv`), and 04's three trainings {stages:.1f} min "
@@ -214,8 +219,8 @@ def cores_section() -> str:
                       f"processes at once {r.processes_over_threads:.2f}x the {n} threads'"
                       for r in b.itertuples())
     nb = json.loads((RESULTS / "manifest.json").read_text())["notebooks"]
-    total = sum(r["wall_s"] for r in nb.values()) / 60
-    processed = sum(r["wall_s"] for k, r in nb.items() if k[:2] in ("04", "05", "06")) / 60
+    total = run_minutes(nb)
+    processed = run_minutes(nb, ("04", "05", "06"))
     best = b.processes_over_threads.max()
     bound = total - processed * (1 - 1 / best) if best > 1 else total
     return (f"**Threads or processes** (`bench_cores.csv`, `python -m gemkr.bench_cores` after "

@@ -42,6 +42,11 @@ def read(name: str) -> pd.DataFrame:
     return pd.read_csv(RESULTS / name)
 
 
+def manifest() -> dict:
+    """The committed run's `manifest.json` (commit, hardware, each notebook's wall time)."""
+    return json.loads((RESULTS / "manifest.json").read_text())
+
+
 def goals_section() -> str:
     g = read("goals.csv")
     rows = pd.DataFrame({"goal": g.goal, "value": g.value.map(f3),
@@ -178,7 +183,7 @@ def run_minutes(nb: dict, only: tuple[str, ...] | None = None) -> float:
 
 
 def runtime_section() -> str:
-    m = json.loads((RESULTS / "manifest.json").read_text())
+    m = manifest()
     nb = m["notebooks"]
     hw = m["run"].get("hardware") or {}
     total = run_minutes(nb)
@@ -218,7 +223,7 @@ def cores_section() -> str:
                       f"{r.threads_over_one:.2f}x that on {n} threads, and {n} single-thread "
                       f"processes at once {r.processes_over_threads:.2f}x the {n} threads'"
                       for r in b.itertuples())
-    nb = json.loads((RESULTS / "manifest.json").read_text())["notebooks"]
+    nb = manifest()["notebooks"]
     total = run_minutes(nb)
     processed = run_minutes(nb, ("04", "05", "06"))
     best = b.processes_over_threads.max()
